@@ -1,0 +1,136 @@
+"""Fetch the services' jars from Maven Central with ``mvn``, once, into the shared cache.
+
+Why mvn and not direct downloads: the machines only reach Maven Central, and letting Maven resolve
+the transitive closure (Kafka ~50 jars, Cassandra ~100) from a pinned pom is the only way to get a
+consistent classpath without vendoring jars. The result is copied to ``cache_dir/jars/<service>``
+and marked complete, so later ``up`` calls never touch the network.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rdg_platform.config import Settings
+
+# Mirrored from services/pom.xml (the cache marker records them so a version bump refetches).
+KAFKA_VERSION = "4.4.0"
+CASSANDRA_VERSION = "5.0.9"
+APICURIO_VERSION = "2.6.13.Final"
+VERSIONS: dict[str, str] = {
+    "kafka": KAFKA_VERSION,
+    "cassandra": CASSANDRA_VERSION,
+    "registry": APICURIO_VERSION,
+}
+# Kafka and Cassandra need their jars copied; the registry is one zip assembly that gets unpacked.
+_GOALS: dict[str, list[str]] = {
+    "kafka": ["dependency:copy-dependencies", "-DincludeScope=runtime"],
+    "cassandra": ["dependency:copy-dependencies", "-DincludeScope=runtime"],
+    "registry": ["dependency:unpack-dependencies"],
+}
+_MARKER = ".rdg-fetched"
+# Set to a directory to make mvn use a separate local repository (the cold-start benchmark does).
+MAVEN_REPO_ENV = "RDG_MAVEN_REPO_LOCAL"
+
+Echo = Callable[[str], None]
+
+
+class FetchError(RuntimeError):
+    """mvn is missing or could not resolve the jars; the message carries mvn's last lines."""
+
+
+def pom_path() -> Path:
+    """Locate ``services/pom.xml`` at the project root (the package is installed editable)."""
+    override = os.environ.get("RDG_SERVICES_POM")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[2] / "services" / "pom.xml"
+
+
+def jar_dir(settings: Settings, service: str) -> Path:
+    """Where the given service's jars live once fetched."""
+    return settings.cache_dir / "jars" / service
+
+
+def is_fetched(settings: Settings, service: str) -> bool:
+    """True when the cache holds a complete copy for the pinned version (no mvn needed)."""
+    marker = jar_dir(settings, service) / _MARKER
+    return marker.is_file() and marker.read_text().strip() == VERSIONS[service]
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Serialise fetches across processes: the cache dir is shared by every developer on the box."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_jars(settings: Settings, service: str, echo: Echo = print, maven_repo: Path | None = None) -> Path:
+    """Return the service's jar directory, running mvn first if the cache lacks it.
+
+    Output goes to a staging directory that is renamed into place only after mvn succeeds, so an
+    interrupted download never leaves a half-filled directory that looks complete.
+    """
+    target = jar_dir(settings, service)
+    if is_fetched(settings, service):
+        return target
+    with _file_lock(settings.cache_dir / "jars" / f".{service}.lock"):
+        if is_fetched(settings, service):  # another process fetched while we waited
+            return target
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise FetchError("`mvn` is not on PATH; install Maven 3.8+ (apt-get install maven) to fetch the jars")
+        pom = pom_path()
+        if not pom.is_file():
+            raise FetchError(f"cannot find the services pom at {pom} (set RDG_SERVICES_POM)")
+        staging = target.with_name(f"{service}.partial-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        cmd = [mvn, "-B", "-f", str(pom), "-P", service, *_GOALS[service], f"-DoutputDirectory={staging}"]
+        repo = maven_repo or (Path(os.environ[MAVEN_REPO_ENV]) if os.environ.get(MAVEN_REPO_ENV) else None)
+        if repo is not None:
+            cmd.append(f"-Dmaven.repo.local={repo}")
+        echo(f"fetching {service} {VERSIONS[service]} from Maven Central (first run only) ...")
+        _run_mvn(cmd, service, echo)
+        (staging / _MARKER).write_text(VERSIONS[service] + "\n")
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        size_mb = sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) / 1e6
+        echo(f"fetched {service}: {size_mb:.0f} MB in {target}")
+        return target
+
+
+_DOWNLOADED = re.compile(r"Downloaded from \S+: \S+ \((?P<size>[\d.]+) (?P<unit>[kKMG]?B)")
+
+
+def _run_mvn(cmd: list[str], service: str, echo: Echo) -> None:
+    """Run mvn, echoing a progress line every few seconds instead of Maven's wall of output."""
+    started = time.monotonic()
+    tail: list[str] = []
+    count, total_kb, last_report = 0, 0.0, started
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        tail = (tail + [line.rstrip()])[-40:]
+        match = _DOWNLOADED.search(line)
+        if match:
+            count += 1
+            factor = {"B": 1 / 1024, "kB": 1.0, "KB": 1.0, "MB": 1024.0, "GB": 1024.0 * 1024}
+            total_kb += float(match["size"]) * factor.get(match["unit"], 1.0)
+        now = time.monotonic()
+        if now - last_report >= 5:
+            echo(f"  {service}: {count} files, {total_kb / 1024:.1f} MB downloaded ({now - started:.0f}s)")
+            last_report = now
+    if proc.wait() != 0:
+        raise FetchError(f"mvn failed for {service} (exit {proc.returncode}):\n" + "\n".join(tail))

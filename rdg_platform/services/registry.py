@@ -1,0 +1,75 @@
+"""Apicurio Registry 2.6 as the Confluent-compatible schema registry (ccompat API).
+
+Apicurio ships a self-contained Quarkus "all" assembly on Maven Central, unlike Confluent's
+registry, so it is the registry these machines can actually run. Storage is in-memory: schemas are
+re-registered by producers after a restart, which is what tests want anyway.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from rdg_platform.services.base import Probe, Service, port_is_open
+from rdg_platform.services.fetch import APICURIO_VERSION
+
+REGISTRY_JVM_OPTS = [
+    "-Xms64m",
+    "-Xmx256m",
+    "-XX:+UseSerialGC",
+    "-XX:CICompilerCount=2",
+    "-XX:TieredStopAtLevel=1",
+]
+
+
+class RegistryService(Service):
+    """HTTP on settings.registry_port; ccompat at /apis/ccompat/v7."""
+
+    name = "registry"
+
+    @property
+    def port(self) -> int:
+        return self.settings.registry_port
+
+    def ports(self) -> dict[str, int]:
+        return {"http": self.settings.registry_port}
+
+    @property
+    def out_file(self) -> Path:
+        # Quarkus logs to stdout; keep one file so the log tail on failure shows everything.
+        return self.log_file
+
+    def prepare(self, jars: Path) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    def command(self, jars: Path) -> list[str]:
+        runner = jars / f"apicurio-registry-app-{APICURIO_VERSION}-runner.jar"
+        return [
+            *REGISTRY_JVM_OPTS,
+            *self.marker_args(),
+            f"-Dquarkus.http.port={self.settings.registry_port}",
+            f"-Dquarkus.http.host={self.settings.host}",
+            "-Dquarkus.log.console.color=false",
+            "-jar",
+            str(runner),
+        ]
+
+    def probe(self) -> Probe:
+        """Healthy = the ccompat subjects endpoint answers 200; version from system info."""
+        s = self.settings
+        if not port_is_open(s.host, s.registry_port):
+            return Probe(False, detail="port not accepting connections")
+        base = f"http://{s.host}:{s.registry_port}"
+        try:
+            response = httpx.get(f"{s.registry_url}/subjects", timeout=5)
+            if response.status_code != 200:
+                return Probe(False, detail=f"GET /apis/ccompat/v7/subjects -> {response.status_code}")
+            version = APICURIO_VERSION
+            info = httpx.get(f"{base}/apis/registry/v2/system/info", timeout=5)
+            if info.status_code == 200:
+                version = str(info.json().get("version", version))
+        except (httpx.HTTPError, ValueError) as exc:
+            return Probe(False, detail=f"HTTP request failed: {exc}")
+        return Probe(True, version=version)

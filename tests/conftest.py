@@ -1,0 +1,34 @@
+"""Session fixtures: the real local services, started once per test session.
+
+Integration tests depend on ``services``; if Kafka, Cassandra or the registry cannot be started the
+fixture raises, so those tests ERROR (fail) instead of skipping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from rdg_platform.config import Settings, settings
+from rdg_platform.model import GraphSpec, load_spec
+
+
+@pytest.fixture(scope="session")
+def cfg() -> Settings:
+    return settings()
+
+
+@pytest.fixture(scope="session")
+def spec(cfg: Settings) -> GraphSpec:
+    return load_spec(cfg=cfg)
+
+
+@pytest.fixture(scope="session")
+def services(cfg: Settings) -> Iterator[object]:
+    from rdg_platform.services.testing import ensure_services
+
+    manager, started_here = ensure_services(cfg)
+    yield manager
+    if started_here:
+        manager.down()
