@@ -12,6 +12,8 @@ import pytest
 
 from rdg_platform.config import Settings, settings
 from rdg_platform.model import GraphSpec, load_spec
+from rdg_platform.services.manager import ServiceManager
+from rdg_platform.services.testing import ensure_services
 
 
 @pytest.fixture(scope="session")
@@ -25,10 +27,9 @@ def spec(cfg: Settings) -> GraphSpec:
 
 
 @pytest.fixture(scope="session")
-def services(cfg: Settings) -> Iterator[object]:
-    from rdg_platform.services.testing import ensure_services
+def services(cfg: Settings) -> Iterator[ServiceManager]:
+    """Start (or reuse) Kafka, Cassandra and the registry; they stay up for the next run.
 
-    manager, started_here = ensure_services(cfg)
-    yield manager
-    if started_here:
-        manager.down()
+    ``.ci/run`` stops them at the end of CI; locally ``rdg services down`` does.
+    """
+    yield ensure_services(cfg)

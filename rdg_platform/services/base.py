@@ -117,7 +117,7 @@ def port_owner(port: int) -> str | None:
         if conn.laddr and conn.laddr.port == port and conn.pid and conn.status == psutil.CONN_LISTEN:
             try:
                 proc = psutil.Process(conn.pid)
-                cmd = " ".join(proc.cmdline())
+                cmd = " ".join(" ".join(proc.cmdline()).split())
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 return f"pid {conn.pid}"
             if len(cmd) > 120:

@@ -15,34 +15,34 @@ import yaml
 from rdg_platform.services.base import Probe, Service, port_is_open
 
 # From apache/cassandra conf/jvm17-server.options ("### JPMS" and "### Netty Options" sections;
-# read at commit 07ad4a29635e9b29eb87dcb5ff2512b6794c66fe, identical to the 5.0 branch's list).
+# read at commit 07ad4a29635e9b29eb87dcb5ff2512b6794c66fe; verified to boot 5.0.9 on Java 17).
 # Cassandra reaches into JDK internals (jamm, off-heap buffers, JMX, javac for UDFs), so without
 # these it fails at startup on Java 17.
 CASSANDRA_JVM17_OPTS = [
     "-Djdk.attach.allowAttachSelf=true",
-    "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
-    "--add-exports", "java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED",
-    "--add-exports", "java.rmi/sun.rmi.registry=ALL-UNNAMED",
-    "--add-exports", "java.rmi/sun.rmi.server=ALL-UNNAMED",
-    "--add-exports", "java.sql/java.sql=ALL-UNNAMED",
-    "--add-exports", "java.base/java.lang.ref=ALL-UNNAMED",
-    "--add-exports", "jdk.unsupported/sun.misc=ALL-UNNAMED",
-    "--add-exports", "jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED",
-    "--add-exports", "jdk.attach/sun.tools.attach=ALL-UNNAMED",
-    "--add-opens", "java.base/java.lang.module=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.loader=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.ref=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.reflect=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.math=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.module=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.util.jar=ALL-UNNAMED",
-    "--add-opens", "jdk.management/com.sun.management.internal=ALL-UNNAMED",
-    "--add-opens", "java.base/sun.nio.ch=ALL-UNNAMED",
-    "--add-opens", "java.base/java.io=ALL-UNNAMED",
-    "--add-opens", "java.base/java.lang.reflect=ALL-UNNAMED",
-    "--add-opens", "jdk.compiler/com.sun.tools.javac=ALL-UNNAMED",
-    "--add-opens", "java.base/java.lang=ALL-UNNAMED",
-    "--add-opens", "java.base/java.util=ALL-UNNAMED",
+    "--add-exports=java.base/jdk.internal.misc=ALL-UNNAMED",
+    "--add-exports=java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED",
+    "--add-exports=java.rmi/sun.rmi.registry=ALL-UNNAMED",
+    "--add-exports=java.rmi/sun.rmi.server=ALL-UNNAMED",
+    "--add-exports=java.sql/java.sql=ALL-UNNAMED",
+    "--add-exports=java.base/java.lang.ref=ALL-UNNAMED",
+    "--add-exports=jdk.unsupported/sun.misc=ALL-UNNAMED",
+    "--add-exports=jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED",
+    "--add-exports=jdk.attach/sun.tools.attach=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang.module=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.loader=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.ref=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.reflect=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.math=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.module=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.util.jar=ALL-UNNAMED",
+    "--add-opens=jdk.management/com.sun.management.internal=ALL-UNNAMED",
+    "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens=java.base/java.io=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang.reflect=ALL-UNNAMED",
+    "--add-opens=jdk.compiler/com.sun.tools.javac=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang=ALL-UNNAMED",
+    "--add-opens=java.base/java.util=ALL-UNNAMED",
     "-Dio.netty.tryReflectionSetAccessible=true",
     "-Dio.netty.allocator.useCacheForAllThreads=true",
     "-Dio.netty.allocator.maxOrder=11",
@@ -57,7 +57,7 @@ CASSANDRA_HEAP_OPTS = [
     "-XX:ParallelGCThreads=2",
     "-XX:ConcGCThreads=1",
     "-XX:CICompilerCount=2",
-    "-XX:+HeapDumpOnOutOfMemoryError",
+    "-XX:+ExitOnOutOfMemoryError",
     "-XX:+PerfDisableSharedMem",
     "-Djava.net.preferIPv4Stack=true",
 ]
@@ -171,6 +171,7 @@ class CassandraService(Service):
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.conf_dir / "triggers").mkdir(exist_ok=True)
         self.yaml_file.write_text(yaml.safe_dump(self.cassandra_yaml(), sort_keys=False))
         (self.conf_dir / "logback.xml").write_text(_LOGBACK_XML.replace("{log}", str(self.log_file)))
 
@@ -187,6 +188,7 @@ class CassandraService(Service):
             f"-Dcassandra.storagedir={self.data_dir}",
             f"-Dcassandra.logdir={self.log_dir}",
             f"-Dlogback.configurationFile={self.conf_dir / 'logback.xml'}",
+            f"-Dcassandra.triggers_dir={self.conf_dir / 'triggers'}",
             "-Dcassandra-foreground=yes",
             f"-Dcassandra.jmx.local.port={self.settings.cassandra_jmx_port}",
             "-cp",
@@ -203,7 +205,10 @@ class CassandraService(Service):
             from cassandra.cluster import Cluster
 
             cluster = Cluster(
-                contact_points=[s.host], port=s.cassandra_port, connect_timeout=5, control_connection_timeout=5
+                contact_points=[s.host],
+                port=s.cassandra_port,
+                connect_timeout=5,
+                control_connection_timeout=5,
             )
             try:
                 session = cluster.connect()

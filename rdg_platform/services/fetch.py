@@ -91,18 +91,34 @@ def ensure_jars(settings: Settings, service: str, echo: Echo = print, maven_repo
             return target
         mvn = shutil.which("mvn")
         if mvn is None:
-            raise FetchError("`mvn` is not on PATH; install Maven 3.8+ (apt-get install maven) to fetch the jars")
+            raise FetchError(
+                "`mvn` is not on PATH; install Maven 3.8+ (apt-get install maven) to fetch the jars"
+            )
         pom = pom_path()
         if not pom.is_file():
             raise FetchError(f"cannot find the services pom at {pom} (set RDG_SERVICES_POM)")
         staging = target.with_name(f"{service}.partial-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
-        cmd = [mvn, "-B", "-f", str(pom), "-P", service, *_GOALS[service], f"-DoutputDirectory={staging}"]
+        markers = staging.with_name(staging.name + "-markers")
+        cmd = [
+            mvn,
+            "-B",
+            "-f",
+            str(pom),
+            "-P",
+            service,
+            *_GOALS[service],
+            f"-DoutputDirectory={staging}",
+            # unpack-dependencies skips artifacts it has a marker for; keep markers out of the repo
+            # tree (default is services/target) and fresh per fetch so unpacking always happens.
+            f"-DmarkersDirectory={markers}",
+        ]
         repo = maven_repo or (Path(os.environ[MAVEN_REPO_ENV]) if os.environ.get(MAVEN_REPO_ENV) else None)
         if repo is not None:
             cmd.append(f"-Dmaven.repo.local={repo}")
         echo(f"fetching {service} {VERSIONS[service]} from Maven Central (first run only) ...")
         _run_mvn(cmd, service, echo)
+        shutil.rmtree(markers, ignore_errors=True)
         (staging / _MARKER).write_text(VERSIONS[service] + "\n")
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)

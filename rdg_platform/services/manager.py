@@ -1,0 +1,344 @@
+"""Start, stop and inspect the local services as detached JVM processes.
+
+The manager only ever touches processes it started: each start writes a pid file recording the pid,
+the process create time and our marker arguments, and every later action re-checks all three with
+psutil before trusting (or signalling) that pid. That keeps ``down`` safe on a machine where other
+developers run their own instances with the same binaries.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from rdg_platform.config import Settings
+from rdg_platform.config import settings as load_settings
+from rdg_platform.services import fetch
+from rdg_platform.services.base import Probe, Service, port_is_free, port_owner, tail
+from rdg_platform.services.cassandra import CassandraService
+from rdg_platform.services.kafka import KafkaService
+from rdg_platform.services.registry import RegistryService
+
+# Start order: the slowest to boot first so the others start while it warms up.
+SERVICE_NAMES: tuple[str, ...] = ("cassandra", "registry", "kafka")
+DEFAULT_TIMEOUT_S = 240.0
+STOP_TIMEOUT_S = 45.0
+MIN_FREE_DISK_BYTES = 2 * 1024**3
+
+Echo = Callable[[str], None]
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started or is unhealthy; the message says why and shows its log."""
+
+
+@dataclass
+class ServiceStatus:
+    """One row of ``rdg services status``."""
+
+    name: str
+    state: str  # running | starting | unhealthy | stopped
+    pid: int | None
+    port: int
+    version: str | None
+    healthy: bool
+    detail: str = ""
+    log: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _quiet(_: str) -> None:
+    """Echo sink for callers (tests) that do not want progress output."""
+
+
+class ServiceManager:
+    """Orchestrates the local Kafka, Cassandra and schema registry for one state directory."""
+
+    def __init__(self, settings: Settings | None = None, echo: Echo = _quiet) -> None:
+        self.settings = settings or load_settings()
+        self.echo = echo
+        self.services: dict[str, Service] = {
+            "cassandra": CassandraService(self.settings),
+            "registry": RegistryService(self.settings),
+            "kafka": KafkaService(self.settings),
+        }
+
+    # -- paths & pid files ---------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return self.settings.state_dir / "run"
+
+    def _pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.json"
+
+    def _select(self, services: Iterable[str] | None) -> list[str]:
+        if services is None:
+            return list(SERVICE_NAMES)
+        chosen = [s.strip() for s in services if s.strip()]
+        unknown = sorted(set(chosen) - set(SERVICE_NAMES))
+        if unknown:
+            raise ValueError(
+                f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(SERVICE_NAMES)}"
+            )
+        return [name for name in SERVICE_NAMES if name in chosen]
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """One up/down at a time per state dir (pytest-xdist workers may all call up())."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with (self.run_dir / ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _process(self, name: str) -> psutil.Process | None:
+        """The live process from our pid file, or None if absent, dead or a recycled pid."""
+        path = self._pid_file(name)
+        try:
+            record = json.loads(path.read_text())
+            proc = psutil.Process(int(record["pid"]))
+            if abs(proc.create_time() - float(record["create_time"])) > 1.0:
+                return None
+            cmdline = proc.cmdline()
+            if (
+                f"-Drdg.service={name}" not in cmdline
+                or f"-Drdg.state={self.settings.state_dir}" not in cmdline
+            ):
+                return None
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except (OSError, ValueError, KeyError, psutil.NoSuchProcess, psutil.AccessDenied):
+            return None
+
+    # -- status --------------------------------------------------------------------------------
+    def _status_of(self, name: str, probe: Probe | None = None) -> ServiceStatus:
+        service = self.services[name]
+        proc = self._process(name)
+        if proc is None:
+            return ServiceStatus(name, "stopped", None, service.port, None, False, log=str(service.log_file))
+        probe = probe or service.probe()
+        state = "running" if probe.healthy else "unhealthy"
+        return ServiceStatus(
+            name,
+            state,
+            proc.pid,
+            service.port,
+            probe.version,
+            probe.healthy,
+            probe.detail,
+            str(service.log_file),
+        )
+
+    def status(self, services: Iterable[str] | None = None) -> dict[str, ServiceStatus]:
+        """Pid, port, version and health of each service, probing the running ones for real."""
+        return {name: self._status_of(name) for name in self._select(services)}
+
+    def is_healthy(self, services: Iterable[str] | None = None) -> bool:
+        """True only if every selected service is running and answers its health probe."""
+        return all(st.healthy for st in self.status(services).values())
+
+    # -- up ------------------------------------------------------------------------------------
+    def _preflight(self, names: list[str]) -> None:
+        """Fail before starting anything, with a reason a person can act on."""
+        problems: list[str] = []
+        if shutil.which("java") is None:
+            problems.append(
+                "`java` is not on PATH; install a Java 17 runtime (apt-get install openjdk-17-jre-headless)"
+            )
+        if any(not fetch.is_fetched(self.settings, n) for n in names) and shutil.which("mvn") is None:
+            problems.append(
+                "`mvn` is not on PATH and the jars are not cached yet; install Maven (apt-get install maven)"
+            )
+        for directory in (self.settings.state_dir, self.settings.cache_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(directory).free
+            if free < MIN_FREE_DISK_BYTES:
+                problems.append(
+                    f"low disk: only {free / 1024**3:.1f} GiB free under {directory} (need 2 GiB)"
+                )
+        host = self.settings.host
+        for name in names:
+            for role, port in self.services[name].ports().items():
+                if not port_is_free(host, port):
+                    owner = port_owner(port)
+                    who = f" by {owner}" if owner else ""
+                    problems.append(f"{name}: {role} port {port} on {host} is already in use{who}")
+        if problems:
+            raise ServiceError("cannot start services:\n  - " + "\n  - ".join(problems))
+
+    def _start(self, name: str) -> None:
+        """Fetch (cached), configure and launch one service detached from this process."""
+        service = self.services[name]
+        jars = fetch.ensure_jars(self.settings, name, echo=self.echo)
+        service.prepare(jars)
+        service.log_dir.mkdir(parents=True, exist_ok=True)
+        cmd = ["java", *service.command(jars)]
+        with service.out_file.open("ab") as out:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=service.cwd(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # survive the CLI; own process group for down
+            )
+        record = {
+            "pid": proc.pid,
+            "create_time": psutil.Process(proc.pid).create_time(),
+            "port": service.port,
+            "started_at": time.time(),
+        }
+        self._pid_file(name).write_text(json.dumps(record))
+        self.echo(f"started {name} (pid {proc.pid}, port {service.port})")
+
+    def _failure(self, name: str, reason: str) -> str:
+        service = self.services[name]
+        lines = [f"{name}: {reason}", f"--- last lines of {service.log_file} ---", *tail(service.log_file)]
+        if service.out_file != service.log_file:
+            out = [line for line in tail(service.out_file, 15) if line.strip()]
+            if out:
+                lines += [f"--- last lines of {service.out_file} ---", *out]
+        return "\n".join(lines)
+
+    def up(
+        self, services: Iterable[str] | None = None, timeout: float = DEFAULT_TIMEOUT_S
+    ) -> dict[str, ServiceStatus]:
+        """Start whatever is not already running and wait until everything answers real requests.
+
+        Idempotent: healthy services are left alone (a second call is a no-op), a service still
+        booting from an earlier call is waited for. Raises ServiceError naming the cause and showing
+        the log tail if anything fails to become healthy within ``timeout`` seconds.
+        """
+        names = self._select(services)
+        with self._lock():
+            running = {n for n in names if self._process(n) is not None}
+            to_start = [n for n in names if n not in running]
+            for name in to_start:
+                self._pid_file(name).unlink(missing_ok=True)  # stale: dead or recycled pid
+            if not to_start and all(self.services[n].probe().healthy for n in names):
+                self.echo("all services already running and healthy; nothing to do")
+                return self.status(names)
+            self._preflight(to_start)
+            deadline = time.monotonic() + timeout
+            errors: list[str] = []
+            for name in to_start:
+                try:
+                    self._start(name)
+                except (fetch.FetchError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                    errors.append(self._failure(name, f"failed to start: {exc}"))
+            if errors:
+                raise ServiceError("\n\n".join(errors))
+            return self._wait(names, deadline)
+
+    def _wait(self, names: list[str], deadline: float) -> dict[str, ServiceStatus]:
+        """Poll every service until all are healthy, one dies, or the deadline passes."""
+        pending = list(names)
+        results: dict[str, ServiceStatus] = {}
+        errors: list[str] = []
+        last: dict[str, Probe] = {}
+        started = time.monotonic()
+        while pending:
+            for name in list(pending):
+                if self._process(name) is None:
+                    errors.append(self._failure(name, "process exited during startup"))
+                    self._pid_file(name).unlink(missing_ok=True)
+                    pending.remove(name)
+                    continue
+                probe = self.services[name].probe()
+                last[name] = probe
+                if probe.healthy:
+                    results[name] = self._status_of(name, probe)
+                    self.echo(f"{name} is ready ({time.monotonic() - started:.1f}s)")
+                    pending.remove(name)
+            if pending and time.monotonic() > deadline:
+                for name in pending:
+                    detail = last[name].detail if name in last else "no probe yet"
+                    errors.append(self._failure(name, f"not healthy before the timeout ({detail})"))
+                break
+            if pending:
+                time.sleep(1.0)
+        if errors:
+            raise ServiceError("\n\n".join(errors))
+        return {name: results[name] for name in names}
+
+    # -- down ----------------------------------------------------------------------------------
+    def down(self, services: Iterable[str] | None = None, purge: bool = False) -> dict[str, str]:
+        """Stop the services we started (SIGTERM, then SIGKILL after a grace period).
+
+        With ``purge`` the services' data directories are deleted too, for a clean next ``up``.
+        Returns what happened to each service.
+        """
+        names = self._select(services)
+        outcome: dict[str, str] = {}
+        with self._lock():
+            procs = {n: self._process(n) for n in names}
+            for proc in procs.values():
+                if proc is not None:
+                    self._signal(proc, signal.SIGTERM)
+            for name, proc in procs.items():
+                if proc is None:
+                    outcome[name] = "not running"
+                else:
+                    try:
+                        proc.wait(STOP_TIMEOUT_S)
+                        outcome[name] = f"stopped (pid {proc.pid})"
+                    except psutil.TimeoutExpired:
+                        self._signal(proc, signal.SIGKILL)
+                        proc.wait(10)
+                        outcome[name] = f"killed after {STOP_TIMEOUT_S:.0f}s (pid {proc.pid})"
+                self._pid_file(name).unlink(missing_ok=True)
+                if purge:
+                    shutil.rmtree(self.services[name].data_dir, ignore_errors=True)
+                    outcome[name] += ", data purged"
+                self.echo(f"{name}: {outcome[name]}")
+        return outcome
+
+    @staticmethod
+    def _signal(proc: psutil.Process, sig: signal.Signals) -> None:
+        """Signal the process group we created (start_new_session makes pid == pgid)."""
+        try:
+            if os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+
+
+def format_table(statuses: dict[str, ServiceStatus]) -> str:
+    """Plain-text table for the CLI (no extra dependency, readable in CI logs)."""
+    headers = ["SERVICE", "STATE", "PID", "PORT", "VERSION", "HEALTHY", "DETAIL"]
+    rows = [
+        [
+            st.name,
+            st.state,
+            str(st.pid or "-"),
+            str(st.port),
+            st.version or "-",
+            "yes" if st.healthy else "no",
+            st.detail if not st.healthy else "",
+        ]
+        for st in statuses.values()
+    ]
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    ]
+    return "\n".join(lines)
