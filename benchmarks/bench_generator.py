@@ -1,0 +1,143 @@
+"""Generator throughput vs raw confluent-kafka produce of pre-serialised bytes (same run, same topics).
+
+Both paths write the SAME records (the generator's stream for --members/--duration/--seed) with the
+SAME producer settings (rdg_platform.generator.producer.producer_config: linger 20 ms, lz4,
+idempotence, acks=all) to sandbox topics ``bench.<source topic>`` that the benchmark creates (and
+deletes unless --keep-topics), so the shared source topics are not polluted:
+
+- raw: the records are generated and encoded up front; the timed loop only calls
+  ``Producer.produce(topic, value, key, timestamp=...)`` and ``flush()``.
+- generator: the timed section is ``produce_events(generate_events(cfg), ...)``: journey generation,
+  Avro encoding through the registry serde, produce and flush, exactly what ``rdg generate`` runs.
+
+Target: generator / raw >= 0.5. Also reported (no Kafka): generation alone, and generation + encoding.
+Each path runs --repeat times (alternating), the best run counts. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from rdg_platform.config import settings
+from rdg_platform.generator import (
+    MEMBER_TOPICS,
+    EventEncoder,
+    GeneratorConfig,
+    generate_events,
+    make_producer,
+    produce_events,
+)
+from rdg_platform.generator.journeys import CATALOG_TOPICS
+from rdg_platform.model.spec import default_spec
+from rdg_platform.serde import AvroSerde
+
+TOPICS = (*MEMBER_TOPICS, *CATALOG_TOPICS)
+
+
+def _sandbox(admin: AdminClient, names: list[str], partitions: int) -> None:
+    md = admin.list_topics(timeout=10)
+    new = [NewTopic(n, partitions, 1, config={"retention.ms": "3600000"}) for n in names if n not in md.topics]
+    for fut in (admin.create_topics(new).values() if new else []):
+        fut.result()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait for metadata of the new topics
+        md = admin.list_topics(timeout=10)
+        if all(n in md.topics and md.topics[n].partitions for n in names):
+            return
+        time.sleep(0.2)
+
+
+def _best(fn: Callable[[], tuple[int, float]], repeat: int) -> tuple[int, float]:
+    runs = [fn() for _ in range(repeat)]
+    return max(runs, key=lambda r: r[0] / r[1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--members", type=int, default=1000, help="member accounts (default 1000)")
+    ap.add_argument("--duration", type=float, default=600.0, help="simulated seconds (default 600)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=2, help="runs per path, best counts (default 2)")
+    ap.add_argument("--partitions", type=int, default=4, help="partitions of the sandbox topics")
+    ap.add_argument("--bootstrap", default=None, help="Kafka bootstrap (default from settings)")
+    ap.add_argument("--registry-url", default=None, help="registry URL (default from settings)")
+    ap.add_argument("--keep-topics", action="store_true", help="do not delete the bench.* topics afterwards")
+    args = ap.parse_args()
+
+    s = settings()
+    bootstrap = args.bootstrap or s.kafka_bootstrap
+    registry = args.registry_url or s.registry_url
+    tmap = {t: f"bench.{t}" for t in TOPICS}
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    _sandbox(admin, list(tmap.values()), args.partitions)
+
+    serde = AvroSerde(registry)
+    serde.register_all(default_spec())
+    cfg = GeneratorConfig(members=args.members, duration_s=args.duration, seed=args.seed,
+                          start_ms=int(time.time()) * 1000, id_prefix="bench-")
+
+    # No Kafka: generation alone, then generation + encoding.
+    t = time.perf_counter()
+    n_gen = sum(1 for _ in generate_events(cfg))
+    gen_only = (n_gen, time.perf_counter() - t)
+    enc = EventEncoder(serde)
+    t = time.perf_counter()
+    records = [(tmap[e.topic], e.key.encode(), enc.value(e), e.timestamp_ms) for e in generate_events(cfg)]
+    gen_enc = (len(records), time.perf_counter() - t)
+
+    def raw() -> tuple[int, float]:
+        producer, tracker = make_producer(bootstrap)
+        producer.list_topics(timeout=10)  # connect before timing, as the generator's run does below
+        produce = producer.produce
+        t0 = time.perf_counter()
+        for i, (topic, key, value, ts) in enumerate(records):
+            while True:
+                try:
+                    produce(topic, value, key, timestamp=ts)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            if i % 1000 == 0:
+                producer.poll(0)
+        left = producer.flush(120)
+        dt = time.perf_counter() - t0
+        if left or tracker.failed:
+            raise SystemExit(f"raw produce failed: {left} left, {tracker.errors}")
+        return len(records), dt
+
+    def generator() -> tuple[int, float]:
+        producer, tracker = make_producer(bootstrap)
+        producer.list_topics(timeout=10)
+        t0 = time.perf_counter()
+        summary = produce_events(generate_events(cfg), producer, tracker, serde, topic_map=tmap)
+        return summary.total, time.perf_counter() - t0
+
+    results: dict[str, list[tuple[int, float]]] = {"raw": [], "generator": []}
+    for _ in range(args.repeat):  # alternate so background load hits both alike
+        results["raw"].append(raw())
+        results["generator"].append(generator())
+    best = {k: max(v, key=lambda r: r[0] / r[1]) for k, v in results.items()}
+    raw_rate = best["raw"][0] / best["raw"][1]
+
+    print(f"\n### Generator vs raw produce ({args.members} members, {args.duration:.0f} s simulated, "
+          f"seed {args.seed}, {len(records)} records, best of {args.repeat})\n")
+    print("| path | records | seconds | records/s | ratio to raw |")
+    print("|---|---:|---:|---:|---:|")
+    rows = [("raw produce of pre-serialised bytes", best["raw"]), ("generator (generate + encode + produce)", best["generator"]),
+            ("generate only (no Kafka)", gen_only), ("generate + encode (no Kafka)", gen_enc)]
+    for name, (n, dt) in rows:
+        print(f"| {name} | {n} | {dt:.2f} | {n / dt:,.0f} | {n / dt / raw_rate:.2f} |")
+    ratio = best["generator"][0] / best["generator"][1] / raw_rate
+    print(f"\nratio generator/raw = {ratio:.2f} (target >= 0.5: {'PASS' if ratio >= 0.5 else 'FAIL'})")
+    serde.close()
+    if not args.keep_topics:
+        for fut in admin.delete_topics(list(tmap.values())).values():
+            fut.result()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Encode generated events and produce them to Kafka (the I/O half of the generator)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from rdg_platform.generator.journeys import CATALOG_TOPICS, MEMBER_TOPICS, Event
+from rdg_platform.serde import HEADER, MAGIC, AvroSerde
+
+# Framed with this id, a record points at no schema (ids are allocated upwards from 1).
+UNKNOWN_SCHEMA_ID = 0x7FFFFFF0
+
+
+class ProduceError(RuntimeError):
+    """Some records were not delivered; the message says how many and the first errors."""
+
+
+class DeliveryTracker:
+    """The producer's delivery callback (set once in the config, not per record): counts failures,
+    keeps the first errors, and optionally each partition's offset range of the run."""
+
+    def __init__(self, track_offsets: bool = False) -> None:
+        self.track_offsets = track_offsets
+        self.failed = 0
+        self.errors: list[str] = []
+        # (topic, partition) -> [first offset, last offset]
+        self.offsets: dict[tuple[str, int], list[int]] = {}
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.failed += 1
+            if len(self.errors) < 5:
+                self.errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+            return
+        if self.track_offsets:
+            key = (msg.topic() or "", msg.partition() or 0)
+            off = msg.offset() or 0
+            rng = self.offsets.get(key)
+            if rng is None:
+                self.offsets[key] = [off, off]
+            else:
+                rng[0] = min(rng[0], off)
+                rng[1] = max(rng[1], off)
+
+
+def producer_config(bootstrap: str, extra: Mapping[str, Any] | None = None, *,
+                    tracker: DeliveryTracker | None = None) -> dict[str, Any]:
+    """Throughput-oriented producer settings: batches (linger 20 ms, 1 MiB), lz4, idempotence so a
+    retried batch is not duplicated, and delivery reports only for failures (a Python callback per
+    successful record would cost more than the encoding) unless the tracker tracks offsets."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 20,
+        "batch.size": 1_048_576,
+        "compression.type": "lz4",
+        "enable.idempotence": True,
+        "acks": "all",
+        "queue.buffering.max.messages": 500_000,
+        "queue.buffering.max.kbytes": 262_144,
+        "delivery.report.only.error": not (tracker is not None and tracker.track_offsets),
+    }
+    if tracker is not None:
+        conf["on_delivery"] = tracker
+    conf.update(extra or {})
+    return conf
+
+
+def make_producer(bootstrap: str, *, track_offsets: bool = False,
+                  extra: Mapping[str, Any] | None = None) -> tuple[Producer, DeliveryTracker]:
+    """A producer configured by :func:`producer_config` and its delivery tracker."""
+    tracker = DeliveryTracker(track_offsets)
+    return Producer(producer_config(bootstrap, extra, tracker=tracker)), tracker
+
+
+class EventEncoder:
+    """Turns an :class:`Event` into Kafka value bytes, including the deliberately bad ones."""
+
+    def __init__(self, serde: AvroSerde) -> None:
+        self.serde = serde
+        self._wrong_id: dict[str, int] = {}
+
+    def _other_subject_id(self, topic: str) -> int:
+        """An id that IS registered, but for another subject (a catalog schema)."""
+        sid = self._wrong_id.get(topic)
+        if sid is None:
+            own = self.serde.schema_id(topic)
+            candidates = [self.serde.schema_id(t) for t in (*CATALOG_TOPICS, *MEMBER_TOPICS) if t != topic]
+            sid = next(c for c in candidates if c != own)
+            self._wrong_id[topic] = sid
+        return sid
+
+    def value(self, ev: Event) -> bytes:
+        if ev.bad is None or ev.bad == "missing_field":
+            assert ev.value is not None
+            return self.serde.encode(ev.topic, ev.value)
+        if ev.bad == "garbage":
+            assert ev.raw is not None
+            return ev.raw
+        assert ev.value is not None
+        good = self.serde.encode(ev.topic, ev.value)
+        if ev.bad == "truncated_avro":
+            body_len = len(good) - HEADER.size
+            return good[: HEADER.size + body_len // 2]
+        sid = self._other_subject_id(ev.topic) if ev.bad == "wrong_schema_id" else UNKNOWN_SCHEMA_ID
+        return HEADER.pack(MAGIC, sid) + good[HEADER.size:]
+
+
+@dataclass
+class ProduceSummary:
+    """Counts per topic (good records), bad records per (topic, kind), timing and failures."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    bad: Counter[tuple[str, str]] = field(default_factory=Counter)
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    # (topic, partition) -> [first offset, last offset] of this run, when track_offsets=True
+    offsets: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values()) + sum(self.bad.values())
+
+    @property
+    def events_per_s(self) -> float:
+        return self.total / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def table(self) -> str:
+        """A small plain-text table of the counts per topic."""
+        topics = sorted(set(self.counts) | {t for t, _ in self.bad})
+        lines = [f"{'topic':<20} {'good':>10} {'bad':>8}"]
+        for t in topics:
+            nbad = sum(n for (bt, _k), n in self.bad.items() if bt == t)
+            lines.append(f"{t:<20} {self.counts[t]:>10} {nbad:>8}")
+        lines.append(f"{'total':<20} {sum(self.counts.values()):>10} {sum(self.bad.values()):>8}")
+        kinds = Counter[str]()
+        for (_t, k), n in self.bad.items():
+            kinds[k] += n
+        if kinds:
+            lines.append("bad records by kind: " + ", ".join(f"{k}={n}" for k, n in sorted(kinds.items())))
+        lines.append(f"{self.total} records in {self.elapsed_s:.2f}s ({self.events_per_s:,.0f}/s)"
+                     + (f", {self.failed} FAILED" if self.failed else ""))
+        return "\n".join(lines)
+
+
+def produce_events(events: Iterable[Event], producer: Producer, tracker: DeliveryTracker, serde: AvroSerde, *,
+                   rate: float = 0.0, progress: Callable[[int], None] | None = None,
+                   flush_timeout_s: float = 120.0, topic_map: Mapping[str, str] | None = None) -> ProduceSummary:
+    """Encode and produce ``events`` with a producer from :func:`make_producer`; flushes at the end.
+
+    ``rate`` > 0 paces the sends to that many records per wall-clock second (event times are not
+    affected). ``topic_map`` sends a logical topic's records to another Kafka topic (a sandbox, as
+    the benchmark does) while encoding them with the logical topic's schema and subject; counts are
+    kept per logical topic. Raises :class:`ProduceError` if any record was not delivered.
+    """
+    summary = ProduceSummary()
+    tmap = dict(topic_map or {})
+    encoder = EventEncoder(serde)
+    produce = producer.produce
+    poll = producer.poll
+    counts = summary.counts
+    t0 = time.perf_counter()
+    step = 1000 if rate <= 0 else max(1, min(1000, int(rate / 50)))
+    n = 0
+    for ev in events:
+        value = encoder.value(ev)
+        key = ev.key.encode()
+        while True:
+            try:
+                topic = tmap.get(ev.topic, ev.topic) if tmap else ev.topic
+                if ev.bad is None:
+                    produce(topic, value, key, timestamp=ev.timestamp_ms)
+                else:
+                    produce(topic, value, key, timestamp=ev.timestamp_ms, headers=ev.headers)
+                break
+            except BufferError:
+                poll(0.05)  # local queue full: let librdkafka drain it
+        if ev.bad is None:
+            counts[ev.topic] += 1
+        else:
+            summary.bad[(ev.topic, ev.bad)] += 1
+        n += 1
+        if n % step == 0:
+            poll(0)
+            if progress is not None:
+                progress(step)
+            if rate > 0:
+                ahead = t0 + n / rate - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+    if progress is not None and n % step:
+        progress(n % step)
+    remaining = producer.flush(flush_timeout_s)
+    summary.elapsed_s = time.perf_counter() - t0
+    summary.failed = tracker.failed + remaining
+    summary.errors = list(tracker.errors)
+    summary.offsets = tracker.offsets
+    if remaining:
+        summary.errors.append(f"{remaining} records still queued after a {flush_timeout_s}s flush")
+    if summary.failed:
+        raise ProduceError(f"{summary.failed} of {n} records were not delivered: {'; '.join(summary.errors)}")
+    return summary
+
+
+def make_progress(quiet: bool, total: int | None = None) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
+    """A tqdm progress callback (None when quiet or stderr is not a terminal) and its closer."""
+    if quiet or not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="ev", unit_scale=True, desc="generate", file=sys.stderr)
+    return bar.update, bar.close

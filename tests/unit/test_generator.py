@@ -1,0 +1,228 @@
+"""Unit tests of the pure journey generator (no Kafka, no registry)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from rdg_platform.generator import (
+    BAD_KINDS,
+    EXPECTED_REASON,
+    Event,
+    GeneratorConfig,
+    build_catalog,
+    generate_events,
+    make_member,
+)
+from rdg_platform.generator.journeys import MEMBER_TOPICS, REQUIRED_STRINGS
+from rdg_platform.model import BadEventError, default_spec, map_event
+
+BASE = 1_767_225_600_000
+
+
+def _events(**kw: object) -> list[Event]:
+    cfg = GeneratorConfig(**{"members": 40, "seed": 3, "start_ms": BASE, "duration_s": 900.0, **kw})  # type: ignore[arg-type]
+    return list(generate_events(cfg))
+
+
+def _fingerprint(evs: list[Event]) -> str:
+    return json.dumps([(e.topic, e.key, e.value, e.timestamp_ms, e.bad, e.raw.hex() if e.raw else None) for e in evs],
+                      sort_keys=True)
+
+
+def test_same_seed_same_events() -> None:
+    assert _fingerprint(_events()) == _fingerprint(_events())
+
+
+def test_different_seed_different_events() -> None:
+    a, b = _events(seed=3), _events(seed=4)
+    assert _fingerprint(a) != _fingerprint(b)
+    # not just different ids: the journeys differ (device types / titles watched)
+    titles_a = Counter(e.value["title_id"] for e in a if e.topic == "member.playback" and e.value)
+    titles_b = Counter(e.value["title_id"] for e in b if e.topic == "member.playback" and e.value)
+    assert titles_a != titles_b
+
+
+def test_start_time_only_shifts_times() -> None:
+    a, b = _events(), _events(start_ms=BASE + 3_600_000)
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert y.timestamp_ms - x.timestamp_ms == 3_600_000
+        assert x.value is not None and y.value is not None
+        assert x.value.get("event_id") == y.value.get("event_id")
+
+
+def test_catalog_first_then_member_events_in_time_order() -> None:
+    evs = _events()
+    cfg = GeneratorConfig(members=40, seed=3, start_ms=BASE)
+    n_cat = cfg.titles + cfg.games
+    assert {e.topic for e in evs[:n_cat]} == {"catalog.titles", "catalog.games"}
+    assert all(e.topic in MEMBER_TOPICS for e in evs[n_cat:])
+    times = [e.timestamp_ms for e in evs[n_cat:]]
+    assert times == sorted(times)
+    assert BASE <= times[0] and times[-1] < BASE + 900_000
+    assert all(e.key == e.value["account_id"] for e in evs[n_cat:] if e.value)
+    ids = [e.value["event_id"] for e in evs[n_cat:] if e.value]
+    assert len(ids) == len(set(ids))
+
+
+def test_profile_and_device_counts_in_range() -> None:
+    cfg = GeneratorConfig(seed=11)
+    profiles, devices, types = Counter[int](), Counter[int](), Counter[str]()
+    for i in range(2000):
+        m = make_member(cfg, i, random.Random(f"{cfg.seed}:member:{i}"))
+        profiles[len(m.profiles)] += 1
+        devices[len(m.devices)] += 1
+        types.update(d.type for d in m.devices)
+        assert len({d.id for d in m.devices}) == len(m.devices)
+    assert set(profiles) == {1, 2, 3, 4, 5}
+    assert set(devices) == {1, 2, 3, 4, 5, 6}
+    assert set(types) == {"PHONE", "TABLET", "TV", "WEB", "CONSOLE"}
+
+
+def test_title_popularity_is_zipf_skewed() -> None:
+    evs = _events(members=200, titles=200)
+    starts = Counter(e.value["title_id"] for e in evs if e.topic == "member.playback" and e.value
+                     and e.value["action"] == "START")
+    ranked = [n for _t, n in starts.most_common()]
+    total = sum(ranked)
+    # Zipf(1.1) over 200 titles: the head title alone ~17%, top 10 ~50%; uniform would be 0.5% / 5%.
+    assert starts["t00000"] == ranked[0]
+    assert ranked[0] / total > 0.08
+    assert sum(ranked[:10]) / total > 0.3
+
+
+def test_playback_sessions_have_start_heartbeats_and_end() -> None:
+    cfg = GeneratorConfig(members=30, seed=5, start_ms=BASE, duration_s=3600.0)
+    evs = [e for e in generate_events(cfg) if e.topic == "member.playback" and e.value]
+    by_stream: dict[tuple[str, str, str], list[dict[str, object]]] = {}
+    for e in evs:
+        assert e.value is not None
+        by_stream.setdefault((e.value["account_id"], e.value["device_id"], e.value["title_id"]), []).append(e.value)
+    actions = Counter(v["action"] for v in (x.value for x in evs) if v)
+    assert actions["HEARTBEAT"] > 5 * actions["START"]
+    assert actions["STOP"] + actions["PAUSE"] > 0
+    # heartbeats of one session are heartbeat_s apart in event time, and positions advance with time
+    for vals in by_stream.values():
+        for a, b in zip(vals, vals[1:], strict=False):
+            if a["action"] in ("START", "HEARTBEAT") and b["action"] == "HEARTBEAT":
+                assert b["event_time"] - a["event_time"] == 5000  # type: ignore[operator]
+                assert b["position_ms"] - a["position_ms"] == 5000  # type: ignore[operator]
+
+
+def test_games_have_launch_heartbeat_exit_sessions() -> None:
+    cfg = GeneratorConfig(members=40, seed=6, start_ms=BASE, duration_s=3600.0)
+    sessions: dict[str, list[str]] = {}
+    for e in generate_events(cfg):
+        if e.topic == "member.gaming" and e.value:
+            sessions.setdefault(e.value["session_id"], []).append(e.value["action"])
+    assert sessions
+    for acts in sessions.values():
+        assert acts[0] == "LAUNCH"
+        assert all(a == "HEARTBEAT" for a in acts[1:-1])
+    assert sum(1 for a in sessions.values() if a[-1] == "EXIT") > len(sessions) / 2
+
+
+def test_story_phone_then_tv() -> None:
+    """Members with a phone and a TV start on the phone, then continue the same title on the TV."""
+    cfg = GeneratorConfig(members=60, seed=8, start_ms=BASE, duration_s=7200.0)
+    starts: dict[str, list[tuple[str, str, int]]] = {}
+    for e in generate_events(cfg):
+        if e.topic == "member.playback" and e.value and e.value["action"] == "START":
+            starts.setdefault(e.key, []).append((e.value["device_type"], e.value["title_id"], e.value["position_ms"]))
+    seen = 0
+    for i in range(cfg.members):
+        m = make_member(cfg, i, random.Random(f"{cfg.seed}:member:{i}"))
+        types = [d.type for d in m.devices]
+        s = starts.get(m.account_id, [])
+        if "PHONE" in types and "TV" in types and len(s) >= 2:
+            assert s[0][0] == "PHONE" and s[1][0] == "TV"
+            assert s[0][1] == s[1][1] and s[1][2] > 0  # same title, resumed position
+            seen += 1
+    assert seen >= 5
+
+
+def test_events_cap_is_a_prefix() -> None:
+    full = _events()
+    capped = _events(max_events=100)
+    cfg = GeneratorConfig(members=40, seed=3, start_ms=BASE)
+    n_cat = cfg.titles + cfg.games
+    assert len(capped) == n_cat + 100
+    assert _fingerprint(capped) == _fingerprint(full[: n_cat + 100])
+
+
+def test_events_map_to_graph_records() -> None:
+    spec = default_spec()
+    cat = {e.key: e.value for e in _events()[:550]}
+    for e in _events()[550:]:
+        assert e.value is not None
+        recs = map_event(spec, e.topic, e.value, lambda _t, k: cat.get(k))
+        assert recs
+
+
+def test_bad_fraction_mix_and_good_stream_unchanged() -> None:
+    clean = _events(members=100)
+    mixed = _events(members=100, bad_fraction=0.05)
+    good = [e for e in mixed if e.bad is None]
+    assert _fingerprint(good) == _fingerprint(clean)  # bad records are extra; good ones unchanged
+    bad = [e for e in mixed if e.bad is not None]
+    n_member = sum(1 for e in clean if e.topic in MEMBER_TOPICS)
+    assert 0.03 * n_member < len(bad) < 0.07 * n_member
+    kinds = Counter(e.bad for e in bad)
+    assert set(kinds) == set(BAD_KINDS)
+    assert set(EXPECTED_REASON) == set(BAD_KINDS)
+    spec = default_spec()
+    for e in bad:
+        assert e.topic in MEMBER_TOPICS
+        assert e.headers == [("rdg-bad", e.bad.encode())]  # type: ignore[union-attr]
+        if e.bad == "garbage":
+            assert e.raw and e.raw[0] != 0 and e.value is None
+        elif e.bad == "missing_field":
+            assert e.value is not None
+            blank = [f for f in REQUIRED_STRINGS[e.topic] if e.value[f] == ""]
+            assert len(blank) == 1
+            with pytest.raises(BadEventError) as exc:
+                map_event(spec, e.topic, e.value, lambda _t, _k: None)
+            assert exc.value.reason == "missing_field"
+        else:
+            assert e.value is not None and e.value["event_id"].endswith("-bad")
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError):
+        GeneratorConfig(members=0)
+    with pytest.raises(ValueError):
+        GeneratorConfig(bad_fraction=1.5)
+    with pytest.raises(ValueError):
+        GeneratorConfig(duration_s=0)
+
+
+def test_catalog_ids_and_prefix() -> None:
+    cat = build_catalog(GeneratorConfig(titles=7, games=3, id_prefix="x-"))
+    assert cat.title_ids[0] == "x-t00000" and len(cat.title_ids) == 7
+    assert [r.topic for r in cat.records] == ["catalog.titles"] * 7 + ["catalog.games"] * 3
+    franchises = {r.value["franchise_title_id"] for r in cat.records if r.topic == "catalog.games" and r.value}
+    assert franchises - {None} <= set(cat.title_ids)
+
+
+def test_cli_help_and_dry_run() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from rdg_platform.cli.generate import generate
+
+    app = typer.Typer()
+    app.command("generate")(generate)
+    app.command("noop")(lambda: None)
+    runner = CliRunner()
+    res = runner.invoke(app, ["generate", "--help"])
+    assert res.exit_code == 0 and "--bad-fraction" in res.output and "--start-time" in res.output
+    res = runner.invoke(app, ["generate", "--dry-run", "--members", "5", "--duration", "120",
+                              "--start-time", "2026-01-01T00:00:00Z", "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert "catalog.titles" in res.output and "1767225600000" in res.output
+    assert Path(__file__).exists()
