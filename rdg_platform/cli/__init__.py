@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import typer
 
+from rdg_platform.cli.apps import apps_app
+from rdg_platform.cli.dagster_ui import ui
+from rdg_platform.cli.demo import demo
+from rdg_platform.cli.generate import generate
+from rdg_platform.cli.query import query_app
+from rdg_platform.cli.serve import serve
 from rdg_platform.cli.services import services_app
+from rdg_platform.cli.topics import topics_app
 
 app = typer.Typer(
     help="rdg-platform: a real-time distributed graph of member activity (Kafka -> Cassandra -> API).",
@@ -16,5 +23,12 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(services_app, name="services")
+app.add_typer(topics_app, name="topics")
+app.command("generate", help="Send realistic, deterministic member journeys to the source topics.")(generate)
+app.add_typer(apps_app, name="apps")
+app.command("serve", help="Run the graph query HTTP service (FastAPI + uvicorn).")(serve)
+app.add_typer(query_app, name="query")
+app.command("ui", help="Run the Dagster UI (webserver + daemon) on the project's definitions.")(ui)
+app.command("demo", help="Run the platform end to end: services, apps, graph API, Dagster UI, live events.")(demo)
 
 __all__ = ["app"]

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
-from rdg_platform.config import Settings, settings as load_settings
+from rdg_platform.config import Settings
+from rdg_platform.config import settings as load_settings
 
 RecordKind = Literal["node", "edge"]
 PROPERTY_TYPES = frozenset({"string", "int", "long", "double", "boolean", "timestamp", "list<string>"})

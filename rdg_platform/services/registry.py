@@ -1,8 +1,9 @@
 """Apicurio Registry 2.6 as the Confluent-compatible schema registry (ccompat API).
 
 Apicurio ships a self-contained Quarkus "all" assembly on Maven Central, unlike Confluent's
-registry, so it is the registry these machines can actually run. Storage is in-memory: schemas are
-re-registered by producers after a restart, which is what tests want anyway.
+registry, so it is the registry these machines can actually run. Storage is its H2 SQL store in a
+file under the state directory, so schema ids survive a restart: records already in Kafka (and the
+Iceberg archive) name those ids, and an in-memory registry could hand the same id to another schema.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class RegistryService(Service):
         return [
             *REGISTRY_JVM_OPTS,
             *self.marker_args(),
+            f"-DREGISTRY_DATASOURCE_URL=jdbc:h2:file:{self.data_dir / 'registry_db'}",
             f"-Dquarkus.http.port={self.settings.registry_port}",
             f"-Dquarkus.http.host={self.settings.host}",
             "-Dquarkus.log.console.color=false",

@@ -1,0 +1,395 @@
+"""Benchmark: KV-layer bulk load vs the raw driver, and traversal latency through the HTTP API.
+
+Measured in one run against the local Cassandra (RDG_CASSANDRA_PORT):
+
+1. Bulk load ``--edges`` edges (forward + reverse rows) through ``GraphStore.write`` vs the raw
+   driver's ``execute_concurrent_with_args`` with the same prepared statement and the same rows
+   (written to an identical keyspace). Target: KV rate >= 0.7x raw.
+2. 1-hop (``account -streamed_from-> device``) and 3-hop (``account -has_profile-> profile
+   -started_watching-> title <-started_watching- profile``, fan-out <= 300 per hop) traversals
+   through the HTTP API (uvicorn in a subprocess) at a fixed client concurrency, vs raw
+   single-partition driver reads of the same adjacency lists. Targets: 1-hop p99 <= 2x raw p99 and
+   <= 10 ms; 3-hop p99 <= 50 ms.
+
+Prints a markdown table and writes a JSON of the results to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cassandra.concurrent import execute_concurrent_with_args
+
+from rdg_platform.config import settings
+from rdg_platform.kv import GraphStore
+from rdg_platform.kv.store import KVStore
+from rdg_platform.kv.testing import isolated_spec
+from rdg_platform.model import GraphRecord
+from rdg_platform.serving.testing import free_port
+
+EDGE_READ = "SELECT item_key, updated_at, props FROM {t} WHERE record_id = ? LIMIT ?"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def pct(lat_s: Sequence[float], p: float) -> float:
+    return float(np.percentile(np.asarray(lat_s) * 1000.0, p)) if lat_s else float("nan")
+
+
+# ----------------------------------------------------------------------------- bulk load
+def make_edges(n: int, per_account: int, now_ms: int) -> list[GraphRecord]:
+    rnd = random.Random(7)
+    out = []
+    for i in range(n):
+        acc = f"acc{i // per_account:07d}"
+        ts = now_ms - rnd.randrange(30 * 86_400_000)
+        out.append(GraphRecord("edge", "streamed_from", acc, f"dev{i:08d}",
+                               {"last_watch_ts": ts, "device_type": "tv", "profile_id": f"{acc}-p1",
+                                "title_id": f"t{rnd.randrange(5000)}"}, ts))
+    return out
+
+
+def bulk_load(store: GraphStore, raw_store: GraphStore, records: list[GraphRecord], concurrency: int,
+              chunk: int) -> dict[str, Any]:
+    """Raw driver first (its rows are precomputed, outside the timing), then the KV layer."""
+    fwd = raw_store.edge_table("streamed_from")
+    rev = raw_store.edge_table("streamed_from", "in")
+    session = raw_store.kv.session(fwd)
+    ps_f = raw_store.kv.prepare(fwd, KVStore.UPSERT)
+    ps_r = raw_store.kv.prepare(rev, KVStore.UPSERT)
+    p = KVStore.upsert_params
+    ttl = fwd.namespace.ttl_s
+    rows_f = [p(r.id, r.dst or "", r.properties, None, r.updated_at, ttl) for r in records]
+    rows_r = [p(r.dst or "", r.id, r.properties, None, r.updated_at, ttl) for r in records]
+    warm = min(20_000, len(records))
+    execute_concurrent_with_args(session, ps_f, rows_f[:warm], concurrency=concurrency)
+    store.write(records[:warm])
+
+    # Interleaved chunk by chunk (raw, then KV, same rows) so background load on a shared machine
+    # hits both paths alike instead of whichever phase ran second.
+    log(f"{len(records):,} edges ({2 * len(records):,} rows) per path, chunks of {chunk:,}, "
+        f"concurrency {concurrency}")
+    raw_s = kv_s = 0.0
+    for i in range(0, len(records), chunk):
+        t0 = time.perf_counter()
+        for rows, ps in ((rows_f, ps_f), (rows_r, ps_r)):
+            res = execute_concurrent_with_args(session, ps, rows[i:i + chunk], concurrency=concurrency,
+                                               raise_on_first_error=True)
+            assert all(ok for ok, _ in res)
+        raw_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        store.write(records[i:i + chunk])
+        kv_s += time.perf_counter() - t0
+        done = min(i + chunk, len(records))
+        log(f"  {done:,} edges: raw {done / raw_s:,.0f}/s, kv {done / kv_s:,.0f}/s")
+    del rows_f, rows_r
+    return {"edges": len(records), "rows": 2 * len(records), "raw_s": raw_s, "kv_s": kv_s,
+            "raw_edges_per_s": len(records) / raw_s, "kv_edges_per_s": len(records) / kv_s,
+            "ratio": raw_s / kv_s}
+
+
+def build_journeys(store: GraphStore, accounts: int, profiles: int, titles_per_profile: int, title_pool: int,
+                   now_ms: int) -> list[str]:
+    rnd = random.Random(11)
+    recs: list[GraphRecord] = []
+    for a in range(accounts):
+        acc = f"j-acc{a:05d}"
+        for p in range(profiles):
+            prof = f"{acc}-p{p}"
+            recs.append(GraphRecord("edge", "has_profile", acc, prof, {"last_seen_ts": now_ms}, now_ms - p))
+            recs.append(GraphRecord("node", "profile", prof, None, {"account_id": acc}, now_ms))
+            for t in rnd.sample(range(title_pool), titles_per_profile):
+                ts = now_ms - rnd.randrange(20 * 86_400_000)
+                recs.append(GraphRecord("edge", "started_watching", prof, f"title{t:06d}",
+                                        {"last_watch_ts": ts, "device_id": "d1", "position_ms": t, "action": "play"},
+                                        ts))
+    for i in range(0, len(recs), 10_000):
+        store.write(recs[i:i + 10_000])
+    return [f"j-acc{a:05d}" for a in range(accounts)]
+
+
+# ----------------------------------------------------------------------------- HTTP load
+class Conn:
+    """A minimal keep-alive HTTP/1.1 client: the load generator must not be the bottleneck on 2 cores."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.r: asyncio.StreamReader | None = None
+        self.w: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        if self.w is None:
+            self.r, self.w = await asyncio.open_connection(self.host, self.port)
+        assert self.r is not None
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.w.write(head.encode() + b"\r\n" + (body or b""))
+        status_line = await self.r.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        chunked = False
+        while True:
+            line = await self.r.readline()
+            if line in (b"\r\n", b""):
+                break
+            k, _, v = line.decode().partition(":")
+            if k.lower() == "content-length":
+                length = int(v)
+            elif k.lower() == "transfer-encoding" and "chunked" in v:
+                chunked = True
+        if chunked:  # pragma: no cover - uvicorn sends content-length for our responses
+            raise RuntimeError("chunked responses not supported")
+        data = await self.r.readexactly(length)
+        return status, data
+
+
+async def http_load(port: int, make_req: Callable[[int], tuple[str, str, bytes | None]], n: int,
+                    concurrency: int) -> tuple[list[float], float]:
+    lat: list[float] = []
+    counter = iter(range(n))
+    errors: list[str] = []
+
+    async def worker() -> None:
+        c = Conn("127.0.0.1", port)
+        for i in counter:
+            method, path, body = make_req(i)
+            t0 = time.perf_counter()
+            status, data = await c.request(method, path, body)
+            lat.append(time.perf_counter() - t0)
+            if status != 200:
+                errors.append(f"{status}: {data[:200]!r}")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, e.g. {errors[0]}")
+    return lat, wall
+
+
+def raw_reads(store: GraphStore, ids: list[str], limit: int, n: int, concurrency: int) -> tuple[list[float], float]:
+    """Raw single-partition driver reads (execute_async + callbacks), ``concurrency`` in flight."""
+    t = store.edge_table("streamed_from")
+    ps = store.kv.prepare(t, EDGE_READ)
+    session = store.kv.session(t)
+    lat: list[float] = []
+    lock = threading.Lock()
+    done = threading.Event()
+    state = {"issued": 0, "finished": 0}
+
+    def issue() -> None:
+        with lock:
+            if state["issued"] >= n:
+                return
+            i = state["issued"]
+            state["issued"] += 1
+        t0 = time.perf_counter()
+        f = session.execute_async(ps, (ids[i % len(ids)], limit))
+
+        def ok(_rows: Any) -> None:
+            lat.append(time.perf_counter() - t0)
+            finish()
+
+        def err(exc: BaseException) -> None:
+            log(f"raw read failed: {exc}")
+            finish()
+
+        f.add_callbacks(ok, err)
+
+    def finish() -> None:
+        with lock:
+            state["finished"] += 1
+            last = state["finished"] >= n
+        if last:
+            done.set()
+        else:
+            issue()
+
+    t0 = time.perf_counter()
+    for _ in range(concurrency):
+        issue()
+    done.wait()
+    return lat, time.perf_counter() - t0
+
+
+def start_server(keyspace: str, port: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, RDG_KEYSPACE=keyspace)
+    cmd = [sys.executable, "-m", "uvicorn", "rdg_platform.serving.app:create_app", "--factory",
+           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+           "--loop", "uvloop", "--http", "httptools"]
+    proc = subprocess.Popen(cmd, env=env)
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError("uvicorn exited")
+        time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError("uvicorn did not become healthy")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--edges", type=int, default=1_000_000, help="edges to bulk-load (default 1,000,000)")
+    ap.add_argument("--edges-per-account", type=int, default=50, help="out-degree of loaded accounts (1-hop size)")
+    ap.add_argument("--write-concurrency", type=int, default=128, help="in-flight writes (both paths)")
+    ap.add_argument("--chunk", type=int, default=20_000, help="records per GraphStore.write call")
+    ap.add_argument("--requests", type=int, default=3000, help="requests per latency measurement")
+    ap.add_argument("--concurrency", type=int, default=4, help="client concurrency for latency runs")
+    ap.add_argument("--journeys", type=int, default=200, help="accounts in the 3-hop graph")
+    ap.add_argument("--titles-per-profile", type=int, default=60, help="5 profiles x this = hop-2 fan-out (<=300)")
+    ap.add_argument("--title-pool", type=int, default=10_000, help="distinct titles (sets hop-3 in-degree)")
+    ap.add_argument("--keyspace", default="rdg_bench_kv", help="keyspace (dropped and recreated)")
+    ap.add_argument("--keep", action="store_true", help="keep the keyspaces afterwards")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/bench_kv_serving.json"), help="JSON results path")
+    args = ap.parse_args(argv)
+
+    cfg = settings()
+    now = int(time.time() * 1000)
+    spec = isolated_spec(args.keyspace, cfg)
+    raw_spec = isolated_spec(args.keyspace + "_raw", cfg)
+    # A generous client timeout: on a shared 2-core machine a loaded node can stall for seconds.
+    store = GraphStore.from_spec(spec, concurrency=args.write_concurrency, request_timeout_s=60.0)
+    raw_store = GraphStore.from_spec(raw_spec, concurrency=args.write_concurrency, request_timeout_s=60.0)
+    for s in (store, raw_store):
+        s.kv.drop_keyspaces()
+        s.ensure_schema()
+    log(f"generating {args.edges:,} edges")
+    records = make_edges(args.edges, args.edges_per_account, now)
+    load = bulk_load(store, raw_store, records, args.write_concurrency, args.chunk)
+    accounts = sorted({r.id for r in records})
+    del records
+    raw_store.kv.drop_keyspaces()
+    raw_store.close()
+
+    log("building the 3-hop journey graph")
+    starts = build_journeys(store, args.journeys, 5, args.titles_per_profile, args.title_pool, now)
+
+    port = free_port()
+    server = start_server(args.keyspace, port)
+    results: dict[str, Any] = {"load": load, "config": vars(args) | {"out": str(args.out)}}
+    try:
+        rnd = random.Random(3)
+        lim = args.edges_per_account
+
+        def one_hop(i: int) -> tuple[str, str, bytes | None]:
+            return "GET", f"/v1/edges/streamed_from/{accounts[rnd.randrange(len(accounts))]}?limit={lim}", None
+
+        def trav1(i: int) -> tuple[str, str, bytes | None]:
+            body = {"start": {"type": "account", "id": accounts[rnd.randrange(len(accounts))]},
+                    "hops": [{"edge": "streamed_from", "limit": lim}]}
+            return "POST", "/v1/traverse", json.dumps(body).encode()
+
+        def trav3(order: str, include: bool, limit: int = 300) -> Callable[[int], tuple[str, str, bytes | None]]:
+            def make(i: int) -> tuple[str, str, bytes | None]:
+                body = {"start": {"type": "account", "id": starts[rnd.randrange(len(starts))]},
+                        "hops": [{"edge": "has_profile", "limit": limit, "order": order},
+                                 {"edge": "started_watching", "limit": limit, "order": order},
+                                 {"edge": "started_watching", "direction": "in", "limit": limit, "order": order}],
+                        "include_nodes": include}
+                return "POST", "/v1/traverse", json.dumps(body).encode()
+            return make
+
+        log("warming up")
+        asyncio.run(http_load(port, one_hop, 500, args.concurrency))
+        asyncio.run(http_load(port, trav3("latest", False), 100, args.concurrency))
+        raw_reads(store, accounts, lim + 1, 500, args.concurrency)
+
+        runs: list[tuple[str, Callable[[], tuple[list[float], float]]]] = [
+            ("raw driver read (1 partition)", lambda: raw_reads(store, accounts, lim + 1, args.requests, args.concurrency)),
+            ("1-hop GET /v1/edges", lambda: asyncio.run(http_load(port, one_hop, args.requests, args.concurrency))),
+            ("1-hop POST /v1/traverse", lambda: asyncio.run(http_load(port, trav1, args.requests, args.concurrency))),
+            ("3-hop traverse LATEST", lambda: asyncio.run(http_load(port, trav3("latest", False),
+                                                                    max(args.requests // 5, 100), args.concurrency))),
+            ("3-hop traverse ANY", lambda: asyncio.run(http_load(port, trav3("any", False),
+                                                                 max(args.requests // 5, 100), args.concurrency))),
+            ("3-hop traverse LATEST + nodes", lambda: asyncio.run(http_load(port, trav3("latest", True),
+                                                                            max(args.requests // 5, 100),
+                                                                            args.concurrency))),
+        ]
+        n3 = max(args.requests // 5, 100)
+        runs.append(("3-hop traverse LATEST, limit 50/hop",
+                     lambda: asyncio.run(http_load(port, trav3("latest", False, 50), n3, args.concurrency))))
+        lat_rows = []
+        for name, fn in runs:
+            log(f"measuring {name}")
+            try:
+                lat, wall = fn()
+            except Exception as exc:  # record and go on: one failed run must not lose the others
+                log(f"{name} failed: {exc!s:.300}")
+                lat_rows.append({"name": name, "n": 0, "p50_ms": float("nan"), "p99_ms": float("nan"),
+                                 "qps": 0.0, "error": f"{exc!s:.300}"})
+                continue
+            lat_rows.append({"name": name, "n": len(lat), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+                             "qps": len(lat) / wall})
+            log(f"  p50 {lat_rows[-1]['p50_ms']:.2f} ms, p99 {lat_rows[-1]['p99_ms']:.2f} ms, "
+                f"{lat_rows[-1]['qps']:,.0f} QPS")
+        results["latency"] = lat_rows
+        # sample fan-out of the 3-hop query, for the record
+        import httpx
+        body = json.loads(trav3("latest", False)(0)[2] or b"{}")
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/traverse", json=body, timeout=30).json()
+        results["three_hop_fanout"] = [len(lv["edges"]) for lv in r["levels"]]
+        body = json.loads(trav3("latest", False, 50)(0)[2] or b"{}")
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/traverse", json=body, timeout=30).json()
+        results["three_hop_fanout_limit50"] = [len(lv["edges"]) for lv in r["levels"]]
+    finally:
+        server.terminate()
+        server.wait(10)
+        if not args.keep:
+            try:
+                store.kv.drop_keyspaces()
+            except Exception as exc:
+                log(f"could not drop {args.keyspace}: {exc!s:.200}")
+        store.close()
+
+    raw_p99 = results["latency"][0]["p99_ms"]
+    by = {r["name"]: r for r in results["latency"]}
+    one = by["1-hop GET /v1/edges"]["p99_ms"]
+    three = by["3-hop traverse LATEST"]["p99_ms"]
+    results["targets"] = {
+        "load_ratio>=0.7": load["ratio"] >= 0.7,
+        "1hop_p99<=2x_raw": one <= 2 * raw_p99, "1hop_p99<=10ms": one <= 10.0, "3hop_p99<=50ms": three <= 50.0}
+
+    print(f"\n### KV layer and serving (edges={args.edges:,}, client concurrency={args.concurrency})\n")
+    print("| bulk load | edges/s | seconds |\n|---|---:|---:|")
+    print(f"| raw driver execute_concurrent_with_args | {load['raw_edges_per_s']:,.0f} | {load['raw_s']:.1f} |")
+    print(f"| KV layer GraphStore.write | {load['kv_edges_per_s']:,.0f} | {load['kv_s']:.1f} |")
+    print(f"| ratio KV / raw | {load['ratio']:.2f} | |\n")
+    print("| read | n | p50 ms | p99 ms | QPS |\n|---|---:|---:|---:|---:|")
+    for r in results["latency"]:
+        print(f"| {r['name']} | {r['n']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['qps']:,.0f} |")
+    print(f"\n3-hop edges per level: {results['three_hop_fanout']} (limit 300/hop), "
+          f"{results['three_hop_fanout_limit50']} (limit 50/hop); 1-hop edges: {args.edges_per_account}")
+    print("\n| target | met |\n|---|---|")
+    for k, v in results["targets"].items():
+        print(f"| {k} | {'yes' if v else 'NO'} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

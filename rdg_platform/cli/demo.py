@@ -1,0 +1,222 @@
+"""``rdg demo``: the whole platform on one machine, from nothing to a queryable live graph.
+
+Brings up the real services, provisions topics and schemas, starts the streaming apps, the graph
+query service and the Dagster UI as background processes, sends generated member journeys, and then
+prints one member's journey as the graph service sees it. Everything keeps running afterwards so the
+graph can be explored; ``rdg demo --stop`` stops what the demo started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import psutil
+import typer
+
+from rdg_platform.config import Settings, settings
+
+ROOT = Path(__file__).resolve().parents[2]
+BACKGROUND = ("api", "dagster")
+
+
+def _pid_file(cfg: Settings, name: str) -> Path:
+    return cfg.state_dir / "run" / f"demo-{name}.pid"
+
+
+def _running(cfg: Settings, name: str) -> psutil.Process | None:
+    """The demo's background process ``name`` if its pid file still names a live process of ours."""
+    try:
+        pid_s, created_s = _pid_file(cfg, name).read_text().split()
+        proc = psutil.Process(int(pid_s))
+        if abs(proc.create_time() - float(created_s)) < 1.0:
+            return proc
+    except (OSError, ValueError, psutil.Error):
+        pass
+    return None
+
+
+def _start_background(cfg: Settings, name: str, cmd: list[str], env: dict[str, str]) -> int:
+    proc = _running(cfg, name)
+    if proc is not None:
+        return int(proc.pid)
+    log = cfg.state_dir / "logs" / f"demo-{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    _pid_file(cfg, name).parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                             cwd=str(ROOT), start_new_session=True)
+    _pid_file(cfg, name).write_text(f"{p.pid} {psutil.Process(p.pid).create_time()}")
+    return p.pid
+
+
+def _stop_background(cfg: Settings, name: str) -> bool:
+    proc = _running(cfg, name)
+    _pid_file(cfg, name).unlink(missing_ok=True)
+    if proc is None:
+        return False
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except OSError:
+        proc.terminate()
+    try:
+        proc.wait(20)
+    except psutil.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    return True
+
+
+def _wait_http(url: str, timeout_s: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1.0)
+    tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
+    raise typer.BadParameter(f"{what} did not answer on {url} within {timeout_s:.0f}s; log {log}:\n" + "\n".join(tail))
+
+
+def _step(msg: str) -> None:
+    typer.secho(f"==> {msg}", fg=typer.colors.CYAN, bold=True)
+
+
+def _print_journey(api_url: str, account_id: str) -> None:
+    from rdg_platform.serving.client import GraphClient
+
+    with GraphClient(api_url) as client:
+        account = client.node("account", account_id)
+        typer.echo(f"account {account_id}: {account['properties'] if account else '(not yet in the graph)'}")
+        for edge in ("logged_in_from", "streamed_from"):
+            for e in client.edges(edge, account_id, limit=10, order="latest")["edges"]:
+                typer.echo(f"  -{edge}-> device {e['dst']} {e['properties'].get('device_type', '')}")
+        res: dict[str, Any] = client.traverse(
+            "account", account_id,
+            [{"edge": "has_profile", "direction": "out", "limit": 5},
+             {"edge": "started_watching", "direction": "out", "limit": 5, "order": "latest"}],
+            include_nodes=True)
+        levels = res.get("levels", [])
+        titles = {n["id"]: n for n in (levels[1].get("nodes", []) if len(levels) > 1 else [])}
+        for e in levels[1]["edges"] if len(levels) > 1 else []:
+            name = titles.get(e["dst"], {}).get("properties", {}).get("name", e["dst"])
+            typer.echo(f"  -has_profile-> profile {e['src']} -started_watching-> {name!r} "
+                       f"on device {e['properties'].get('device_id')} at position {e['properties'].get('position_ms')} ms")
+        for p in levels[0]["edges"] if levels else []:
+            for g in client.edges("plays", p["dst"], limit=5, order="latest")["edges"]:
+                typer.echo(f"  -has_profile-> profile {p['dst']} -plays-> game {g['dst']} ({g['properties'].get('action')})")
+
+
+def demo(
+    members: Annotated[int, typer.Option(help="Member accounts to simulate.")] = 200,
+    duration: Annotated[float, typer.Option(help="Simulated seconds of activity to send.")] = 600.0,
+    rate: Annotated[float, typer.Option(help="Records per wall-clock second (0 = as fast as possible).")] = 500.0,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 7,
+    ui: Annotated[bool, typer.Option(help="Start the Dagster UI too.")] = True,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop everything the demo started (apps, API, UI, services).")] = False,
+) -> None:
+    """Run the platform end to end: services, topics, apps, graph API, Dagster UI and live events."""
+    from rdg_platform.generator import GeneratorConfig, run_generator
+    from rdg_platform.kv.graph_store import GraphStore
+    from rdg_platform.model import default_spec
+    from rdg_platform.serde import AvroSerde
+    from rdg_platform.services.manager import ServiceError, ServiceManager
+    from rdg_platform.streaming.supervisor import AppSupervisor
+    from rdg_platform.topics import ensure_topics
+
+    cfg = settings()
+    if stop:
+        for name in BACKGROUND:
+            typer.echo(f"{name}: {'stopped' if _stop_background(cfg, name) else 'not running'}")
+        AppSupervisor(cfg).down()
+        typer.echo("streaming apps: stopped")
+        ServiceManager(cfg, echo=typer.echo).down()
+        return
+
+    t0 = time.monotonic()
+    _step("1/6 services: Kafka (KRaft), Cassandra 5.0, Apicurio schema registry")
+    try:
+        ServiceManager(cfg, echo=typer.echo).up()
+    except ServiceError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+    spec = default_spec()
+    _step("2/6 topics, schemas and graph namespaces")
+    res = ensure_topics(cfg.kafka_bootstrap, spec)
+    typer.echo(f"topics: {len(res.created)} created, {len(res.altered)} realigned")
+    with AvroSerde(cfg.registry_url) as serde:
+        ids = serde.register_all(spec)
+    typer.echo(f"schemas registered: {ids}")
+    store = GraphStore.from_spec(spec, cfg)
+    try:
+        store.ensure_schema()
+    finally:
+        store.close()
+    typer.echo(f"namespaces ready in keyspace(s) {sorted({ns.keyspace for ns in spec.namespaces.values()})}")
+
+    _step("3/6 streaming apps (one processor per source topic, sinks per namespace group)")
+    states = AppSupervisor(cfg).up()
+    for st in states:
+        typer.echo(f"  {st.name}: {st.state} pid={st.pid}")
+
+    _step("4/6 graph query service")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    rdg = str(Path(sys.executable).parent / "rdg")
+    _start_background(cfg, "api", [rdg, "serve"], env)
+    _wait_http(f"{cfg.api_url}/healthz", 60, "graph query service", cfg.state_dir / "logs" / "demo-api.log")
+    typer.echo(f"  {cfg.api_url}  (OpenAPI at {cfg.api_url}/docs)")
+
+    dagster_url = f"http://{cfg.host}:{cfg.dagster_port}"
+    if ui:
+        _step("5/6 Dagster UI (webserver + daemon)")
+        _start_background(cfg, "dagster", [rdg, "ui"], env)
+        _wait_http(f"{dagster_url}/server_info", 240, "Dagster UI", cfg.state_dir / "logs" / "demo-dagster.log")
+        typer.echo(f"  {dagster_url}")
+    else:
+        _step("5/6 Dagster UI skipped (--no-ui)")
+
+    _step(f"6/6 sending {members} members' journeys ({duration:.0f} simulated seconds) at {rate or 'max'} records/s")
+    gcfg = GeneratorConfig(members=members, seed=seed, start_ms=int(time.time() * 1000) - int(duration * 1000),
+                           duration_s=duration)
+    summary = run_generator(gcfg, cfg.kafka_bootstrap, cfg.registry_url, rate=rate, quiet=not sys.stdout.isatty())
+    typer.echo(summary.table())
+
+    window_s = float(os.environ.get("RDG_DEDUP_WINDOW_S", "10"))
+    typer.echo(f"waiting {window_s + 5:.0f}s for the dedup window to flush ...")
+    time.sleep(window_s + 5)
+    account_id = _richest_account(gcfg)
+    typer.secho(f"\nA live member journey (account {account_id}):", bold=True)
+    _print_journey(cfg.api_url, account_id)
+    typer.secho(f"\nThe demo is up ({time.monotonic() - t0:.0f}s). Explore:", bold=True)
+    typer.echo(f"  rdg query node account {account_id}")
+    typer.echo(f"  rdg query edges logged_in_from {account_id}")
+    typer.echo("  rdg apps status        rdg services status")
+    if ui:
+        typer.echo(f"  Dagster UI: {dagster_url}")
+    typer.echo("  rdg generate --members 1000 --rate 1000   (more traffic)")
+    typer.echo("  rdg demo --stop        (stop everything)")
+
+
+def _richest_account(gcfg: Any) -> str:
+    """The first account the generator sent login, playback and gaming events for (the full story)."""
+    from rdg_platform.generator.journeys import generate_events
+
+    seen: dict[str, set[str]] = {}
+    first = ""
+    for ev in generate_events(gcfg):
+        if ev.bad or not ev.topic.startswith("member."):
+            continue
+        first = first or ev.key
+        topics = seen.setdefault(ev.key, set())
+        topics.add(ev.topic)
+        if len(topics) == 3:
+            return str(ev.key)
+    return first

@@ -1,0 +1,99 @@
+"""``rdg query``: read the graph through the query service (node, edges, traverse)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from rdg_platform.serving.client import GraphAPIError, GraphClient
+
+query_app = typer.Typer(help="Query the graph through the HTTP query service (see `rdg serve`).",
+                        no_args_is_help=True)
+
+UrlOpt = Annotated[str | None, typer.Option("--url", help="Service base URL (default: RDG_HOST/RDG_API_PORT)")]
+
+
+def _print(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(2 if isinstance(exc, GraphAPIError) and exc.status < 500 else 1)
+
+
+@query_app.command("node")
+def node(node_type: Annotated[str, typer.Argument(help="Node type, e.g. account")],
+         node_id: Annotated[str, typer.Argument(help="Node id")],
+         url: UrlOpt = None) -> None:
+    """Print one node as JSON (exit 3 when it does not exist)."""
+    try:
+        with GraphClient(url) as c:
+            n = c.node(node_type, node_id)
+    except Exception as exc:
+        raise _fail(exc) from None
+    if n is None:
+        typer.echo(f"node {node_type}/{node_id} not found", err=True)
+        raise typer.Exit(3)
+    _print(n)
+
+
+@query_app.command("edges")
+def edges(edge_type: Annotated[str, typer.Argument(help="Edge type, e.g. logged_in_from")],
+          node_id: Annotated[str, typer.Argument(help="Origin node id (or destination with --direction in)")],
+          direction: Annotated[str, typer.Option(help="out or in")] = "out",
+          limit: Annotated[int, typer.Option(help="Edges per page (1-1000)")] = 100,
+          since: Annotated[int | None, typer.Option(help="Only edges updated at/after this epoch ms")] = None,
+          order: Annotated[str, typer.Option(help="latest (newest first) or any")] = "latest",
+          page_token: Annotated[str | None, typer.Option(help="Continue from a previous page")] = None,
+          all_pages: Annotated[bool, typer.Option("--all", help="Follow page tokens and print every edge")] = False,
+          url: UrlOpt = None) -> None:
+    """List a node's edges of one type as JSON."""
+    try:
+        with GraphClient(url) as c:
+            if all_pages:
+                _print({"edges": list(c.iter_edges(edge_type, node_id, direction, limit, since, order)),
+                        "next_page_token": None})
+            else:
+                _print(c.edges(edge_type, node_id, direction, limit, since, order, page_token))
+    except Exception as exc:
+        raise _fail(exc) from None
+
+
+def parse_hop(text: str) -> dict[str, Any]:
+    """``edge[:direction[:limit[:lookback[:order]]]]`` -> hop dict (empty fields take defaults)."""
+    parts = text.split(":")
+    if not parts[0] or len(parts) > 5:
+        raise typer.BadParameter(f"hop {text!r}: expected edge[:direction[:limit[:lookback[:order]]]]")
+    hop: dict[str, Any] = {"edge": parts[0]}
+    names = ("direction", "limit", "lookback", "order")
+    for name, val in zip(names, parts[1:], strict=False):
+        if val == "":
+            continue
+        if name == "limit":
+            try:
+                hop[name] = int(val)
+            except ValueError:
+                raise typer.BadParameter(f"hop {text!r}: limit {val!r} is not an integer") from None
+        else:
+            hop[name] = val
+    return hop
+
+
+@query_app.command("traverse")
+def traverse(start_type: Annotated[str, typer.Argument(help="Start node type")],
+             start_id: Annotated[str, typer.Argument(help="Start node id")],
+             hop: Annotated[list[str], typer.Option(
+                 "--hop", help="edge[:direction[:limit[:lookback[:order]]]], repeat for up to 4 hops, "
+                               "e.g. --hop has_profile --hop started_watching:out:10:30d:latest")],
+             include_nodes: Annotated[bool, typer.Option(help="Include the nodes each hop reaches")] = False,
+             url: UrlOpt = None) -> None:
+    """Run a multi-hop traversal and print the levels as JSON."""
+    hops = [parse_hop(h) for h in hop]
+    try:
+        with GraphClient(url) as c:
+            _print(c.traverse(start_type, start_id, hops, include_nodes))
+    except Exception as exc:
+        raise _fail(exc) from None

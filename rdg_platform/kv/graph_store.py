@@ -1,0 +1,300 @@
+"""GraphStore: the property graph on the KV layer (nodes, adjacency lists, reverse adjacency lists).
+
+Layout (see :mod:`rdg_platform.kv.store`): a node is record ``id`` with the one item ``NODE_ITEM``;
+an edge ``src -> dst`` is item ``dst`` of record ``src`` in the edge's table AND item ``src`` of record
+``dst`` in its ``<table>_in`` reverse table, both written with the same event-time timestamp, so
+``direction=in`` is one single-partition lookup and the two sides converge under retries/replays.
+
+Reads are written once as *plans*: generators that yield the next batch of (statement, params) and
+receive the rows. A blocking runner (``session.execute``) and an asyncio runner (driver futures
+bridged into the event loop) drive the same plan, so the HTTP service and the Python API cannot
+drift apart.
+
+order=LATEST (newest first) vs item_key = dst (clustering order is by id, not time): the trade-off
+chosen is *read, then select*. The first page (``limit+1`` rows, at least 128) is read with
+properties; most adjacency lists (bounded by the namespace TTL, default 100 days) fit in it and cost
+exactly one round trip. Only when the list is longer are the remaining keys read as light
+``(item_key, updated_at)`` pages of up to 5000 rows, the newest ``limit`` are chosen in memory, and
+their properties fetched with one single-partition ``IN`` on the clustering key. Cost is
+O(list length) for LATEST on huge lists; the alternative (a time-ordered secondary table) would need
+read-before-write or ever-growing index rows to stay LWW-correct, which costs every write instead of
+rare long reads. order=ANY reads in key order and stops as soon as ``limit`` edges pass the filter.
+``since`` filters on ``updated_at`` (the newest event time of the edge).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from cassandra.query import UNSET_VALUE
+
+from rdg_platform.config import Settings
+from rdg_platform.kv.cluster import await_response
+from rdg_platform.kv.codec import decode_props, decode_token, encode_props, encode_token
+from rdg_platform.kv.store import MAX_PAGE, NODE_ITEM, KVStore, Table
+from rdg_platform.model.mapping import GraphRecord
+from rdg_platform.model.spec import GraphSpec
+
+Direction = Literal["out", "in"]
+Order = Literal["latest", "any"]
+Query = tuple[Table, str, tuple[Any, ...]]
+Plan = Generator[list[Query], list[list[Any]], Any]
+
+MAX_EDGE_LIMIT = 10_000
+_KEY_PAGE = MAX_PAGE
+
+
+def _raw_props(raw: Any) -> Any:
+    return raw
+
+
+class UnknownTypeError(KeyError):
+    """A node or edge type the spec does not define."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True, slots=True)
+class EdgePage:
+    edges: list[dict[str, Any]]
+    next_page_token: str | None
+
+
+def normalize_order(order: str) -> Order:
+    o = order.lower()
+    if o not in ("latest", "any"):
+        raise ValueError(f"order must be latest or any, not {order!r}")
+    return o  # type: ignore[return-value]
+
+
+class GraphStore:
+    """Upserts graph records and answers node / adjacency reads. Thread-safe; one per process."""
+
+    _NODE_Q = "SELECT updated_at, props FROM {t} WHERE record_id = ? AND item_key = ?"
+    _EDGE_FIRST = "SELECT item_key, updated_at, props FROM {t} WHERE record_id = ? LIMIT ?"
+    _EDGE_AFTER = "SELECT item_key, updated_at, props FROM {t} WHERE record_id = ? AND item_key > ? LIMIT ?"
+    _KEYS_AFTER = "SELECT item_key, updated_at FROM {t} WHERE record_id = ? AND item_key > ? LIMIT ?"
+    _EDGE_IN = "SELECT item_key, updated_at, props FROM {t} WHERE record_id = ? AND item_key IN ?"
+
+    def __init__(self, spec: GraphSpec, kv: KVStore) -> None:
+        self.spec = spec
+        self.kv = kv
+        self._node_tables = {n: kv.table(spec.namespace("node", n)) for n in spec.nodes}
+        self._edge_tables = {e: (kv.table(spec.namespace("edge", e)), kv.table(spec.namespace("edge", e), True))
+                             for e in spec.edges}
+
+    @classmethod
+    def from_spec(cls, spec: GraphSpec, settings: Settings | None = None, concurrency: int = 128,
+                  **cluster_overrides: Any) -> GraphStore:
+        """Connections are opened lazily (first query), so building a store never blocks or fails."""
+        del settings  # contact points/keyspaces already come from the spec (which read the settings)
+        return cls(spec, KVStore.from_spec(spec, concurrency, **cluster_overrides))
+
+    def ensure_schema(self) -> None:
+        self.kv.ensure_schema()
+
+    def close(self) -> None:
+        self.kv.close()
+
+    # ------------------------------------------------------------------ types
+    def node_table(self, node_type: str) -> Table:
+        try:
+            return self._node_tables[node_type]
+        except KeyError:
+            raise UnknownTypeError(f"unknown node type {node_type!r} (known: {sorted(self._node_tables)})") from None
+
+    def _edge_pair(self, edge_type: str) -> tuple[Table, Table]:
+        try:
+            return self._edge_tables[edge_type]
+        except KeyError:
+            raise UnknownTypeError(f"unknown edge type {edge_type!r} (known: {sorted(self._edge_tables)})") from None
+
+    def edge_table(self, edge_type: str, direction: Direction = "out") -> Table:
+        try:
+            fwd, rev = self._edge_tables[edge_type]
+        except KeyError:
+            raise UnknownTypeError(f"unknown edge type {edge_type!r} (known: {sorted(self._edge_tables)})") from None
+        if direction not in ("out", "in"):
+            raise ValueError(f"direction must be out or in, not {direction!r}")
+        return fwd if direction == "out" else rev
+
+    # ------------------------------------------------------------------ writes
+    def write(self, records: Sequence[GraphRecord]) -> None:
+        """Upsert records concurrently; returns when Cassandra acknowledged every write.
+
+        Raises :class:`rdg_platform.kv.store.KVWriteError` (or UnknownTypeError for a type the spec
+        lacks) — the caller retries the whole call, which is safe because writes are idempotent.
+        """
+        writes: list[tuple[Table, tuple[Any, ...]]] = []
+        append = writes.append
+        for r in records:
+            # Hot path (the sink and bulk loads): encode the properties once per record, reuse
+            # the encoded map for both sides of an edge, build bound tuples inline.
+            props = encode_props(r.properties) if r.properties else UNSET_VALUE
+            ts = r.updated_at
+            if r.kind == "node":
+                t = self.node_table(r.type)
+                append((t, (ts * 1000, t.namespace.ttl_s, props, UNSET_VALUE, ts, r.id, NODE_ITEM)))
+            else:
+                fwd, rev = self._edge_pair(r.type)
+                dst = r.dst
+                if not dst:
+                    raise ValueError(f"edge record {r.type}/{r.id} has no dst")
+                ttl = fwd.namespace.ttl_s
+                append((fwd, (ts * 1000, ttl, props, UNSET_VALUE, ts, r.id, dst)))
+                append((rev, (ts * 1000, ttl, props, UNSET_VALUE, ts, dst, r.id)))
+        self.kv.execute_writes(writes)
+
+    def delete_edge(self, edge_type: str, src: str, dst: str, event_time_ms: int | None = None) -> None:
+        """Delete both sides of an edge as of ``event_time_ms`` (newer writes survive)."""
+        ns = self.spec.namespace("edge", edge_type).name
+        self.kv.delete_items(ns, src, [dst], event_time_ms)
+        self.kv.delete_items(ns, dst, [src], event_time_ms, reverse=True)
+
+    # ------------------------------------------------------------------ plans
+    def _node_plan(self, node_type: str, ids: Sequence[str]) -> Plan:
+        t = self.node_table(node_type)
+        uniq = list(dict.fromkeys(ids))
+        results = yield [(t, self._NODE_Q, (i, NODE_ITEM)) for i in uniq]
+        out: dict[str, dict[str, Any]] = {}
+        for nid, rows in zip(uniq, results, strict=True):
+            if rows:
+                upd, props = rows[0]
+                out[nid] = {"type": node_type, "id": nid, "properties": decode_props(props), "updated_at": upd or 0}
+        return out
+
+    def _edges_plan(self, edge_type: str, node_id: str, direction: Direction, limit: int,
+                    since_ms: int | None, order: Order, page_token: str | None, want_token: bool = True,
+                    decode: bool = True) -> Plan:
+        if not 1 <= limit <= MAX_EDGE_LIMIT:
+            raise ValueError(f"limit must be in 1..{MAX_EDGE_LIMIT}")
+        t = self.edge_table(edge_type, direction)
+        since = since_ms or 0
+        extra = 1 if want_token else 0
+        picked: list[tuple[str, int, Any]]
+        if order == "any":
+            cursor = decode_token(page_token, "any")["k"] if page_token else None
+            page = min(limit + extra if not since else max(limit + extra, 256), MAX_PAGE)
+            picked = []
+            while True:
+                if cursor is None:
+                    rows = (yield [(t, self._EDGE_FIRST, (node_id, page))])[0]
+                else:
+                    rows = (yield [(t, self._EDGE_AFTER, (node_id, cursor, page))])[0]
+                for row in rows:
+                    if (row[1] or 0) >= since:
+                        picked.append(row)
+                        if len(picked) >= limit + extra:
+                            break
+                if len(picked) >= limit + extra or len(rows) < page:
+                    break
+                cursor = rows[-1][0]
+            more = len(picked) > limit
+            picked = picked[:limit]
+            token = encode_token({"o": "any", "k": picked[-1][0]}) if (more and picked) else None
+        else:
+            cur_ts: int | None = None
+            cur_key = ""
+            if page_token:
+                tok = decode_token(page_token, "latest")
+                cur_ts, cur_key = int(tok["t"]), str(tok["k"])
+            page = min(max(limit + extra, 128), MAX_PAGE)
+            first = (yield [(t, self._EDGE_FIRST, (node_id, page))])[0]
+            cand: list[tuple[str, int]] = [(r[0], r[1] or 0) for r in first]
+            full = {r[0]: r for r in first}
+            if len(first) == page:  # the list is longer than one page: read the rest key-only
+                last = first[-1][0]
+                while True:
+                    rows = (yield [(t, self._KEYS_AFTER, (node_id, last, _KEY_PAGE))])[0]
+                    cand.extend((r[0], r[1] or 0) for r in rows)
+                    if len(rows) < _KEY_PAGE:
+                        break
+                    last = rows[-1][0]
+
+            def after_cursor(c: tuple[str, int]) -> bool:
+                if cur_ts is None:
+                    return True
+                return c[1] < cur_ts or (c[1] == cur_ts and c[0] > cur_key)
+
+            ok = [c for c in cand if c[1] >= since and after_cursor(c)]
+            top = heapq.nsmallest(limit + extra, ok, key=lambda c: (-c[1], c[0]))
+            missing = [k for k, _ in top if k not in full]
+            if missing:
+                chunks = [missing[i:i + 100] for i in range(0, len(missing), 100)]
+                res = yield [(t, self._EDGE_IN, (node_id, ch)) for ch in chunks]
+                for rows in res:
+                    for r in rows:
+                        full[r[0]] = r
+            more = len(top) > limit
+            top = top[:limit]
+            picked = [full[k] for k, _ in top if k in full]
+            token = None
+            if more and top:
+                token = encode_token({"o": "latest", "t": top[-1][1], "k": top[-1][0]})
+        dec = decode_props if decode else _raw_props
+        if direction == "out":
+            edges = [{"type": edge_type, "src": node_id, "dst": r[0], "properties": dec(r[2]),
+                      "updated_at": r[1] or 0} for r in picked]
+        else:
+            edges = [{"type": edge_type, "src": r[0], "dst": node_id, "properties": dec(r[2]),
+                      "updated_at": r[1] or 0} for r in picked]
+        return EdgePage(edges, token)
+
+    # ------------------------------------------------------------------ runners
+    def _run_sync(self, plan: Plan) -> Any:
+        try:
+            batch = next(plan)
+            while True:
+                results = [list(self.kv.session(t).execute(self.kv.prepare(t, cql), p)) for t, cql, p in batch]
+                batch = plan.send(results)
+        except StopIteration as stop:
+            return stop.value
+
+    async def _run_async(self, plan: Plan) -> Any:
+        try:
+            batch = next(plan)
+            while True:
+                futs = [await_response(self.kv.session(t).execute_async(self.kv.prepare(t, cql), p))
+                        for t, cql, p in batch]
+                results = list(await asyncio.gather(*futs)) if len(futs) != 1 else [await futs[0]]
+                batch = plan.send(results)
+        except StopIteration as stop:
+            return stop.value
+
+    # ------------------------------------------------------------------ public reads
+    def get_node(self, node_type: str, node_id: str) -> dict[str, Any] | None:
+        """``{"type","id","properties","updated_at"}`` or None when absent."""
+        return self._run_sync(self._node_plan(node_type, [node_id])).get(node_id)  # type: ignore[no-any-return]
+
+    def get_nodes(self, node_type: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Batch get (concurrent single-partition reads, no multi-partition IN): id -> node, found only."""
+        return self._run_sync(self._node_plan(node_type, ids))  # type: ignore[no-any-return]
+
+    def edges(self, edge_type: str, node_id: str, direction: Direction = "out", limit: int = 100,
+              since_ms: int | None = None, order: str = "latest", page_token: str | None = None) -> EdgePage:
+        """Out- or in-edges of ``node_id``: newest first (latest) or in key order (any)."""
+        return self._run_sync(self._edges_plan(edge_type, node_id, direction, limit, since_ms,  # type: ignore[no-any-return]
+                                               normalize_order(order), page_token))
+
+    async def aget_nodes(self, node_type: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return await self._run_async(self._node_plan(node_type, ids))  # type: ignore[no-any-return]
+
+    async def aget_node(self, node_type: str, node_id: str) -> dict[str, Any] | None:
+        return (await self.aget_nodes(node_type, [node_id])).get(node_id)
+
+    async def aedges(self, edge_type: str, node_id: str, direction: Direction = "out", limit: int = 100,
+                     since_ms: int | None = None, order: str = "latest", page_token: str | None = None,
+                     want_token: bool = True, decode: bool = True) -> EdgePage:
+        """Async :meth:`edges`. ``decode=False`` leaves each edge's ``properties`` as the raw stored
+        map (decode later with :func:`rdg_platform.kv.codec.decode_props`): a traversal level
+        merges many lists and keeps only ``limit`` edges, so it decodes only those."""
+        return await self._run_async(self._edges_plan(  # type: ignore[no-any-return]
+            edge_type, node_id, direction, limit, since_ms, normalize_order(order), page_token, want_token, decode))
+
+    def node_types(self) -> Mapping[str, Table]:
+        return self._node_tables

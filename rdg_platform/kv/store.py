@@ -1,0 +1,332 @@
+"""KVStore: Netflix KVDAL's two-level map on Cassandra.
+
+A *namespace* (one per node/edge type, from ``spec.namespaces``) is one table::
+
+    record_id  text     -- partition key: the node id, or the edge's origin node (adjacency owner)
+    item_key   text     -- clustering key: NODE_ITEM for nodes, the other end's id for edges
+    props      map<text, text>   -- JSON-encoded property values, LWW per property
+    value      blob     -- opaque value for generic KV users
+    updated_at bigint   -- event time (ms) of the latest write; ends as the max event time
+
+Every write is ``UPDATE ... USING TIMESTAMP <event_time_ms*1000> AND TTL <ttl>``: the event time is the
+cell timestamp, so a late, older update never overwrites a newer one, retries and replays converge,
+and a partial update touches only the properties it carries. Writes are idempotent by construction,
+which is what lets the streaming sink be at-least-once.
+
+Operations: :meth:`KVStore.put_items`, :meth:`get_items` (keys / prefix / range, paged by a
+clustering-key cursor), :meth:`delete_items`, :meth:`mutate` (single-partition batch) and
+:meth:`scan` over token ranges. Prepared statements only; identifiers come from the validated spec
+and are formatted into the CQL once, at prepare time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cassandra.cluster import Session
+from cassandra.concurrent import execute_concurrent
+from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, PreparedStatement
+
+from rdg_platform.kv.cluster import ClusterConfig, SessionRegistry
+from rdg_platform.kv.codec import decode_props, decode_token, encode_props, encode_token
+from rdg_platform.model.spec import GraphSpec, Namespace
+
+NODE_ITEM = "_"  # the single item key of a node record
+MAX_PAGE = 5000  # largest LIMIT a read issues (reads are never driver-paged: fetch_size=None)
+MIN_TOKEN = -(2**63)
+MAX_TOKEN = 2**63 - 1
+
+
+class KVError(RuntimeError):
+    """A KV operation failed at Cassandra (after the driver's own retries)."""
+
+
+class KVWriteError(KVError):
+    """Some writes of a put/write call were not acknowledged; nothing is known about which."""
+
+
+@dataclass(frozen=True, slots=True)
+class KVItem:
+    """One item of a record. On write, ``updated_at`` is the event time (ms) and becomes the write
+    timestamp; ``ttl_s`` overrides the record/namespace TTL for this item (0 = never expires)."""
+
+    record_id: str
+    item_key: str
+    props: Mapping[str, Any] | None = None
+    value: bytes | None = None
+    updated_at: int = 0
+    ttl_s: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPage:
+    items: list[KVItem]
+    next_page_token: str | None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A resolved physical table of a namespace (forward or reverse) and its cluster's session."""
+
+    namespace: Namespace
+    cluster: str
+    keyspace: str
+    name: str
+
+    @property
+    def fq(self) -> str:
+        return f"{self.keyspace}.{self.name}"
+
+
+_SEL = "SELECT item_key, updated_at, props, value FROM {t} WHERE record_id = ?"
+# (lower-bound operator, has upper bound) -> template; constant strings, values are bound.
+_RANGE_QUERIES: dict[tuple[str | None, bool], str] = {
+    (None, False): _SEL + " LIMIT ?",
+    (None, True): _SEL + " AND item_key < ? LIMIT ?",
+    (">=", False): _SEL + " AND item_key >= ? LIMIT ?",
+    (">=", True): _SEL + " AND item_key >= ? AND item_key < ? LIMIT ?",
+    (">", False): _SEL + " AND item_key > ? LIMIT ?",
+    (">", True): _SEL + " AND item_key > ? AND item_key < ? LIMIT ?",
+}
+
+
+def _prefix_end(prefix: str) -> str:
+    """Smallest string greater than every string starting with ``prefix`` (code point order, which is
+    also UTF-8 byte order, Cassandra's order for ``text``)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+class KVStore:
+    """The KV layer. Thread-safe; holds one session per cluster via :class:`SessionRegistry`."""
+
+    def __init__(self, namespaces: Mapping[str, Namespace], registry: SessionRegistry,
+                 replication_factor: int = 1, concurrency: int = 128) -> None:
+        self.namespaces = dict(namespaces)
+        self.registry = registry
+        self.replication_factor = replication_factor
+        self.concurrency = concurrency
+        self._prepared: dict[tuple[str, str], PreparedStatement] = {}
+
+    @classmethod
+    def from_spec(cls, spec: GraphSpec, concurrency: int = 128, **cluster_overrides: Any) -> KVStore:
+        """Build from a validated spec: one cluster config per ``spec.clusters`` entry."""
+        configs = {name: ClusterConfig(name, c.contact_points, c.port, c.local_dc, **cluster_overrides)
+                   for name, c in spec.clusters.items()}
+        return cls(spec.namespaces, SessionRegistry(configs), spec.replication_factor, concurrency)
+
+    def close(self) -> None:
+        self.registry.close()
+
+    # ------------------------------------------------------------------ plumbing
+    def namespace(self, name: str) -> Namespace:
+        try:
+            return self.namespaces[name]
+        except KeyError:
+            raise KeyError(f"unknown namespace {name!r} (known: {sorted(self.namespaces)})") from None
+
+    def table(self, ns: Namespace | str, reverse: bool = False) -> Table:
+        n = self.namespace(ns) if isinstance(ns, str) else ns
+        if reverse:
+            if n.reverse_table is None:
+                raise KeyError(f"namespace {n.name!r} has no reverse table")
+            return Table(n, n.cluster, n.keyspace, n.reverse_table)
+        return Table(n, n.cluster, n.keyspace, n.table)
+
+    def session(self, t: Table) -> Session:
+        return self.registry.session(t.cluster)
+
+    def prepare(self, t: Table, cql: str, paged: bool = False) -> PreparedStatement:
+        """Prepare (once per cluster) a CQL template; ``{t}`` is replaced by the table's name."""
+        key = (t.cluster, cql.replace("{t}", t.fq))
+        ps = self._prepared.get(key)
+        if ps is None:
+            ps = self.session(t).prepare(key[1])
+            ps.is_idempotent = True  # explicit timestamps make every statement safe to retry
+            if not paged:
+                ps.fetch_size = None  # reads carry their own LIMIT and are paged by cursor
+            self._prepared[key] = ps
+        return ps
+
+    # ------------------------------------------------------------------ schema
+    def ensure_schema(self, namespaces: Sequence[str] | None = None) -> None:
+        """Create keyspaces and tables if absent (idempotent; safe to run from many processes)."""
+        done_ks: set[tuple[str, str]] = set()
+        for name in namespaces or list(self.namespaces):
+            ns = self.namespace(name)
+            session = self.registry.session(ns.cluster)
+            if (ns.cluster, ns.keyspace) not in done_ks:
+                session.execute(
+                    f"CREATE KEYSPACE IF NOT EXISTS {ns.keyspace} WITH replication = "
+                    f"{{'class': 'SimpleStrategy', 'replication_factor': {int(self.replication_factor)}}}")
+                done_ks.add((ns.cluster, ns.keyspace))
+            for table in ns.tables:
+                session.execute(
+                    f"CREATE TABLE IF NOT EXISTS {ns.keyspace}.{table} ("
+                    "record_id text, item_key text, props map<text, text>, value blob, updated_at bigint, "
+                    "PRIMARY KEY ((record_id), item_key)) WITH CLUSTERING ORDER BY (item_key ASC) "
+                    f"AND default_time_to_live = {int(ns.ttl_s)} "
+                    f"AND compaction = {{'class': '{ns.compaction}'}}")
+
+    def drop_keyspaces(self) -> None:
+        """Drop every keyspace this store's namespaces use (tests and teardown only)."""
+        seen: set[tuple[str, str]] = set()
+        for ns in self.namespaces.values():
+            if (ns.cluster, ns.keyspace) not in seen:
+                seen.add((ns.cluster, ns.keyspace))
+                self.registry.session(ns.cluster).execute(f"DROP KEYSPACE IF EXISTS {ns.keyspace}")
+
+    # ------------------------------------------------------------------ writes
+    UPSERT = ("UPDATE {t} USING TIMESTAMP ? AND TTL ? SET props = props + ?, value = ?, updated_at = ? "
+              "WHERE record_id = ? AND item_key = ?")
+
+    @staticmethod
+    def upsert_params(record_id: str, item_key: str, props: Mapping[str, Any] | None, value: bytes | None,
+                      event_time_ms: int, ttl_s: int) -> tuple[Any, ...]:
+        """Bound values for :attr:`UPSERT`. Absent props/value are UNSET (not null), so a write
+        never tombstones what it does not carry."""
+        return (event_time_ms * 1000, ttl_s, encode_props(props) if props else UNSET_VALUE,
+                UNSET_VALUE if value is None else value, event_time_ms, record_id, item_key)
+
+    def execute_writes(self, writes: Sequence[tuple[Table, tuple[Any, ...]]]) -> None:
+        """Run UPSERTs concurrently (bounded), grouped per cluster; block until all are acked."""
+        by_cluster: dict[str, list[tuple[PreparedStatement, tuple[Any, ...]]]] = {}
+        stmts: dict[Table, tuple[PreparedStatement, list[tuple[PreparedStatement, tuple[Any, ...]]]]] = {}
+        for t, params in writes:
+            entry = stmts.get(t)
+            if entry is None:
+                entry = stmts[t] = (self.prepare(t, self.UPSERT), by_cluster.setdefault(t.cluster, []))
+            entry[1].append((entry[0], params))
+        for cluster, batch in by_cluster.items():
+            self._run(self.registry.session(cluster), batch)
+
+    def _run(self, session: Session, batch: Sequence[tuple[Any, Any]]) -> None:
+        if not batch:
+            return
+        try:
+            results = execute_concurrent(session, batch, concurrency=self.concurrency,
+                                         raise_on_first_error=True, results_generator=False)
+        except Exception as exc:
+            raise KVWriteError(f"{len(batch)} writes not all acknowledged: {type(exc).__name__}: {exc}") from exc
+        for ok, res in results:
+            if not ok:  # pragma: no cover - raise_on_first_error raises before this
+                raise KVWriteError(f"write failed: {res}")
+
+    def put_items(self, namespace: str, items: Sequence[KVItem], ttl_s: int | None = None,
+                  reverse: bool = False) -> None:
+        """Upsert items (concurrently). TTL precedence: ``item.ttl_s`` > ``ttl_s`` (the record/call
+        level) > the namespace's ``ttl_s``. An item's ``updated_at`` (event time, ms) is its write
+        timestamp; 0 means "now"."""
+        t = self.table(namespace, reverse)
+        default_ttl = t.namespace.ttl_s if ttl_s is None else ttl_s
+        now = int(time.time() * 1000)
+        writes = [(t, self.upsert_params(i.record_id, i.item_key, i.props, i.value, i.updated_at or now,
+                                         default_ttl if i.ttl_s is None else i.ttl_s)) for i in items]
+        self.execute_writes(writes)
+
+    def delete_items(self, namespace: str, record_id: str, item_keys: Sequence[str] | None = None,
+                     event_time_ms: int | None = None, reverse: bool = False) -> None:
+        """Delete items (or the whole record when ``item_keys`` is None) as of ``event_time_ms``:
+        writes with a later event time survive, so a late delete cannot erase newer data."""
+        t = self.table(namespace, reverse)
+        ts = (event_time_ms or int(time.time() * 1000)) * 1000
+        session = self.session(t)
+        if item_keys is None:
+            session.execute(self.prepare(t, "DELETE FROM {t} USING TIMESTAMP ? WHERE record_id = ?"), (ts, record_id))
+            return
+        ps = self.prepare(t, "DELETE FROM {t} USING TIMESTAMP ? WHERE record_id = ? AND item_key = ?")
+        self._run(session, [(ps, (ts, record_id, k)) for k in item_keys])
+
+    def mutate(self, namespace: str, record_id: str, puts: Sequence[KVItem] = (),
+               deletes: Sequence[str] = (), event_time_ms: int | None = None, ttl_s: int | None = None) -> None:
+        """Apply puts and deletes to ONE record atomically (a single-partition unlogged batch, which
+        Cassandra applies atomically and in isolation). Each statement keeps its own timestamp."""
+        t = self.table(namespace)
+        now = event_time_ms or int(time.time() * 1000)
+        default_ttl = t.namespace.ttl_s if ttl_s is None else ttl_s
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        up = self.prepare(t, self.UPSERT)
+        for i in puts:
+            if i.record_id != record_id:
+                raise ValueError(f"mutate: item for record {i.record_id!r} in a mutation of {record_id!r}")
+            batch.add(up, self.upsert_params(record_id, i.item_key, i.props, i.value, i.updated_at or now,
+                                             default_ttl if i.ttl_s is None else i.ttl_s))
+        dl = self.prepare(t, "DELETE FROM {t} USING TIMESTAMP ? WHERE record_id = ? AND item_key = ?")
+        for k in deletes:
+            batch.add(dl, (now * 1000, record_id, k))
+        if len(batch) == 0:
+            return
+        try:
+            self.session(t).execute(batch)
+        except Exception as exc:
+            raise KVWriteError(f"mutate {namespace}/{record_id} failed: {type(exc).__name__}: {exc}") from exc
+
+    # ------------------------------------------------------------------ reads
+    def get_items(self, namespace: str, record_id: str, keys: Sequence[str] | None = None,
+                  prefix: str | None = None, start: str | None = None, end: str | None = None,
+                  page_size: int = 100, page_token: str | None = None, reverse: bool = False) -> ItemPage:
+        """Read a record's items in key order: all of them, only ``keys``, a key ``prefix``, or the
+        range ``start`` (inclusive) .. ``end`` (exclusive), ``page_size`` at a time. The page token is
+        a clustering-key cursor, so pages are stable under concurrent writes and cost one bounded
+        single-partition read each."""
+        if not 1 <= page_size <= MAX_PAGE:
+            raise ValueError(f"page_size must be in 1..{MAX_PAGE}")
+        t = self.table(namespace, reverse)
+        session = self.session(t)
+        if keys is not None:
+            ps = self.prepare(t, "SELECT item_key, updated_at, props, value FROM {t} "
+                                 "WHERE record_id = ? AND item_key IN ?")
+            rows = list(session.execute(ps, (record_id, list(keys))))
+            return ItemPage([self._item(record_id, r) for r in rows], None)
+        lower, lower_op = start, ">="
+        if prefix:
+            if lower is None or prefix > lower:
+                lower, lower_op = prefix, ">="
+            pend = _prefix_end(prefix)
+            end = pend if end is None or pend < end else end
+        if page_token:
+            cursor = decode_token(page_token, "kv")["k"]
+            if lower is None or cursor >= lower:
+                lower, lower_op = cursor, ">"
+        params: list[Any] = [record_id]
+        op = None
+        if lower is not None:
+            op = lower_op
+            params.append(lower)
+        if end is not None:
+            params.append(end)
+        ps = self.prepare(t, _RANGE_QUERIES[(op, end is not None)])
+        rows = list(session.execute(ps, (*params, page_size + 1)))
+        items = [self._item(record_id, r) for r in rows[:page_size]]
+        token = encode_token({"o": "kv", "k": items[-1].item_key}) if len(rows) > page_size else None
+        return ItemPage(items, token)
+
+    @staticmethod
+    def _item(record_id: str, row: Sequence[Any]) -> KVItem:
+        return KVItem(record_id, row[0], decode_props(row[2]), row[3], row[1] or 0)
+
+    def scan(self, namespace: str, splits: int = 16, page_size: int = 1000, reverse: bool = False,
+             ranges: Sequence[tuple[int, int]] | None = None) -> Iterator[KVItem]:
+        """Every item of a namespace, by token range (``splits`` equal slices of the Murmur3 ring, or
+        explicit ``ranges`` of (exclusive start, inclusive end) so callers can parallelise an export).
+        Driver-paged, so memory stays bounded."""
+        t = self.table(namespace, reverse)
+        ps = self.prepare(t, "SELECT record_id, item_key, updated_at, props, value FROM {t} "
+                             "WHERE token(record_id) > ? AND token(record_id) <= ?", paged=True)
+        session = self.session(t)
+        for lo, hi in ranges or token_ranges(splits):
+            bound = ps.bind((lo, hi))
+            bound.fetch_size = page_size
+            for r in session.execute(bound):
+                yield KVItem(r[0], r[1], decode_props(r[3]), r[4], r[2] or 0)
+
+
+def token_ranges(splits: int) -> list[tuple[int, int]]:
+    """Split the Murmur3 ring into ``splits`` contiguous (start exclusive, end inclusive] ranges."""
+    if splits < 1:
+        raise ValueError("splits must be >= 1")
+    width = (MAX_TOKEN - MIN_TOKEN) // splits
+    bounds = [MIN_TOKEN + i * width for i in range(splits)] + [MAX_TOKEN]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))

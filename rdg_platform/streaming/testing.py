@@ -1,0 +1,232 @@
+"""Helpers for streaming integration tests and the benchmark: an isolated pipeline and workloads.
+
+:class:`LocalPipeline` runs the real apps under the real supervisor, isolated from anything else on
+the shared services: its own keyspace, consumer groups, state dir and metrics ports, and
+``auto_offset_reset=latest`` (it only processes what is produced after it is assigned). Workloads
+use unique ids per run, and :func:`expected_graph` computes, with the same pure mapping the apps
+use, the graph a correct pipeline must converge to, so tests compare *exact* final states.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rdg_platform.config import Settings
+from rdg_platform.model.mapping import GraphRecord, map_event, merge_records
+from rdg_platform.model.spec import GraphSpec
+
+Event = tuple[str, str, dict[str, Any]]  # (topic, key, Avro record)
+
+
+def free_port_block(n: int) -> int:
+    """A base port with ``n`` consecutive free ports (best effort, for per-test metrics ports)."""
+    import socket
+
+    for _ in range(50):
+        base = random.randint(20000, 60000 - n)
+        ok = True
+        for p in range(base, base + n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port block")
+
+
+@dataclasses.dataclass
+class LocalPipeline:
+    """Every streaming app of the registry, supervised, isolated by keyspace/groups/ports."""
+
+    cfg: Settings
+    env: dict[str, str]
+    spec: GraphSpec
+    supervisor: Any
+
+    def groups(self) -> list[str]:
+        from rdg_platform.streaming.apps import StreamingConfig, app_specs
+        from rdg_platform.streaming.supervisor import _patched_env
+
+        with _patched_env(self.env):
+            return [a.consumer_group for a in app_specs(self.spec, self.cfg, StreamingConfig.from_env())]
+
+
+@contextmanager
+def local_pipeline(cfg: Settings, window_s: float = 2.0, name: str = "stream",
+                   extra_env: Mapping[str, str] | None = None, assign_timeout_s: float = 120.0) -> Iterator[LocalPipeline]:
+    """Start the apps in a fresh keyspace; yield once every consumer group is assigned; tear down."""
+    from rdg_platform.kv.testing import isolated_spec, unique_keyspace
+    from rdg_platform.streaming.apps import GRAPH_TOPIC_PARTITIONS, StreamingConfig, app_specs
+    from rdg_platform.streaming.runtime import ensure_topics, wait_groups_assigned
+    from rdg_platform.streaming.supervisor import AppSupervisor
+
+    keyspace = unique_keyspace(f"rdg_test_{name}")
+    state = Path(tempfile.mkdtemp(prefix=f"rdg-{name}-"))
+    run_id = uuid.uuid4().hex[:8]
+    scfg = StreamingConfig()
+    n_apps = len(app_specs(isolated_spec(keyspace, cfg), cfg, scfg))
+    pcfg = dataclasses.replace(cfg, keyspace=keyspace, state_dir=state, metrics_base_port=free_port_block(n_apps))
+    env = {"RDG_KEYSPACE": keyspace, "RDG_STATE_DIR": str(state), "RDG_METRICS_BASE_PORT": str(pcfg.metrics_base_port),
+           "RDG_APP_GROUP_PREFIX": f"rdgtest-{name}-{run_id}", "RDG_APPS_OFFSET_RESET": "latest",
+           "RDG_DEDUP_WINDOW_S": str(window_s), "RDG_SINK_COMMIT_S": "0.5", "RDG_SINK_BACKPRESSURE_S": "3"}
+    env.update(extra_env or {})
+    spec = isolated_spec(keyspace, pcfg)
+    topics = {t: s.partitions for t, s in spec.sources.items()}
+    topics.update(dict.fromkeys(spec.graph_topics(), GRAPH_TOPIC_PARTITIONS))
+    ensure_topics(pcfg.kafka_bootstrap, topics)
+    sup = AppSupervisor(pcfg, env=env)
+    pipe = LocalPipeline(pcfg, env, spec, sup)
+    try:
+        sup.up(wait_s=60)
+        wait_groups_assigned(pcfg.kafka_bootstrap, pipe.groups(), assign_timeout_s)
+        yield pipe
+    finally:
+        sup.down()
+        try:
+            from rdg_platform.kv.graph_store import GraphStore
+
+            store = GraphStore.from_spec(spec)
+            store.kv.drop_keyspaces()
+            store.close()
+        except Exception:  # Cassandra may be the thing under test; leaving a keyspace is harmless
+            pass
+
+
+# ---------------------------------------------------------------------------------- workloads
+def catalog_events(run: str, t0: int, n_titles: int = 3, n_games: int = 2) -> list[Event]:
+    out: list[Event] = []
+    for i in range(n_titles):
+        tid = f"t-{run}-{i}"
+        out.append(("catalog.titles", tid, {"title_id": tid, "name": f"Title {run} {i}", "kind": "SHOW",
+                                            "runtime_min": 40 + i, "genres": ["drama", f"g{i}"], "maturity": "13+",
+                                            "updated_at": t0 - 86_400_000}))
+    for i in range(n_games):
+        gid = f"g-{run}-{i}"
+        out.append(("catalog.games", gid, {"game_id": gid, "name": f"Game {run} {i}", "franchise_title_id": f"t-{run}-0",
+                                           "updated_at": t0 - 86_400_000}))
+    return out
+
+
+def journey_events(run: str, t0: int, accounts: int = 3, heartbeats: int = 20, n_titles: int = 3,
+                   n_games: int = 2) -> list[Event]:
+    """Per account: a login, a playback START + heartbeats + STOP, a game session. Deterministic."""
+    out: list[Event] = []
+    for a in range(accounts):
+        acc, prof, dev = f"acc-{run}-{a}", f"p-{run}-{a}", f"d-{run}-{a}"
+        title, game = f"t-{run}-{a % n_titles}", f"g-{run}-{a % n_games}"
+        t = t0 + a * 1000
+        out.append(("member.login", acc, {"event_id": f"l-{run}-{a}", "event_time": t, "account_id": acc,
+                                          "profile_id": prof, "device_id": dev, "device_type": "TV", "country": "NL",
+                                          "app_version": "9.1", "plan": "premium"}))
+        actions = ["START"] + ["HEARTBEAT"] * heartbeats + ["STOP"]
+        for i, action in enumerate(actions):
+            out.append(("member.playback", acc, {"event_id": f"pb-{run}-{a}-{i}", "event_time": t + 10 + i * 10,
+                                                 "account_id": acc, "profile_id": prof, "device_id": dev,
+                                                 "device_type": "TV", "title_id": title, "episode_id": None,
+                                                 "action": action, "position_ms": i * 10_000, "is_live": False}))
+        for i, action in enumerate(["LAUNCH", "HEARTBEAT", "EXIT"]):
+            out.append(("member.gaming", acc, {"event_id": f"gm-{run}-{a}-{i}", "event_time": t + 500 + i,
+                                               "account_id": acc, "profile_id": prof, "device_id": dev,
+                                               "device_type": "TV", "game_id": game, "session_id": f"s-{run}-{a}",
+                                               "action": action}))
+    return out
+
+
+def expected_graph(spec: GraphSpec, events: Iterable[Event]) -> dict[str, GraphRecord]:
+    """The graph the pipeline must converge to: map every event (catalog as enrichment), merge per key."""
+    evs = list(events)
+    catalog: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for topic, _key, rec in evs:
+        if spec.sources[topic].kind == "side_input":
+            catalog[(topic, str(rec[spec.sources[topic].key]))] = rec
+    out: dict[str, GraphRecord] = {}
+    for topic, _key, rec in evs:
+        for r in map_event(spec, topic, rec, lambda t, k: catalog.get((t, k))):
+            old = out.get(r.dedup_key)
+            out[r.dedup_key] = r if old is None else merge_records(old, r)
+    return out
+
+
+def read_graph(store: Any, keys: Iterable[GraphRecord]) -> dict[str, GraphRecord]:
+    """Read back every node/edge of ``keys`` from the store (absent ones are missing from the result)."""
+    out: dict[str, GraphRecord] = {}
+    edges_needed: dict[tuple[str, str], set[str]] = {}
+    for r in keys:
+        if r.kind == "node":
+            n = store.get_node(r.type, r.id)
+            if n is not None:
+                out[r.dedup_key] = GraphRecord("node", r.type, r.id, None, n["properties"], int(n["updated_at"]))
+        else:
+            edges_needed.setdefault((r.type, r.id), set()).add(r.dst or "")
+    for (etype, src), dsts in edges_needed.items():
+        page = store.edges(etype, src, "out", limit=1000, order="any")
+        for e in page.edges:
+            if e["dst"] in dsts:
+                g = GraphRecord("edge", etype, src, e["dst"], e["properties"], int(e["updated_at"]))
+                out[g.dedup_key] = g
+    return out
+
+
+def diff_graph(expected: Mapping[str, GraphRecord], actual: Mapping[str, GraphRecord]) -> list[str]:
+    """Human-readable differences (empty when the graphs are equal)."""
+    problems = []
+    for k, e in expected.items():
+        a = actual.get(k)
+        if a is None:
+            problems.append(f"missing {k.replace(chr(31), '/')}")
+        elif dict(a.properties) != dict(e.properties) or a.updated_at != e.updated_at:
+            problems.append(f"differs {k.replace(chr(31), '/')}: expected {dict(e.properties)}@{e.updated_at}, "
+                            f"got {dict(a.properties)}@{a.updated_at}")
+    return problems
+
+
+def wait_graph(store: Any, expected: Mapping[str, GraphRecord], timeout_s: float) -> list[str]:
+    """Poll until the store holds exactly ``expected`` (returns [] ) or the timeout (returns the diff)."""
+    deadline = time.monotonic() + timeout_s
+    problems: list[str] = ["not checked"]
+    while time.monotonic() < deadline:
+        problems = diff_graph(expected, read_graph(store, expected.values()))
+        if not problems:
+            return []
+        time.sleep(1.0)
+    return problems
+
+
+def produce_events(bootstrap: str, serde: Any, events: Sequence[Event], rate: float | None = None,
+                   raw: Sequence[tuple[str, str, bytes]] = ()) -> None:
+    """Encode and produce ``events`` (paced to ``rate``/s when given), plus raw (bad) messages."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    start = time.monotonic()
+    for i, (topic, key, rec) in enumerate(events):
+        p.produce(topic, key=key.encode(), value=serde.encode(topic, rec))
+        if rate:
+            ahead = (i + 1) / rate - (time.monotonic() - start)
+            if ahead > 0:
+                p.poll(0)
+                time.sleep(ahead)
+        if i % 1000 == 0:
+            p.poll(0)
+    for topic, key, value in raw:
+        p.produce(topic, key=key.encode(), value=value)
+    if p.flush(60):
+        raise RuntimeError("test events not delivered")
+
+
+def tmp_env(**kv: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(kv)
+    return env

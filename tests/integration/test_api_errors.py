@@ -1,0 +1,140 @@
+"""Every API error case gets a 4xx (or 503) JSON ``{"error": ...}`` naming the problem; never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from rdg_platform.config import Settings
+from rdg_platform.kv import GraphStore
+from rdg_platform.kv.testing import isolated_spec, unique_keyspace
+from rdg_platform.model import GraphRecord
+from rdg_platform.serving.app import create_app
+from rdg_platform.serving.testing import free_port, serve_in_thread
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def url(services: object, cfg: Settings) -> Iterator[str]:
+    spec = isolated_spec(unique_keyspace("rdg_test_api"), cfg)
+    store = GraphStore.from_spec(spec)
+    store.ensure_schema()
+    store.write([GraphRecord("node", "account", "a1", None, {"plan": "p"}, 1),
+                 *(GraphRecord("edge", "logged_in_from", "a1", f"d{i}", {}, 10 + i) for i in range(3))])
+    with serve_in_thread(create_app(spec, store=store)) as base:
+        yield base
+    store.kv.drop_keyspaces()
+    store.close()
+
+
+def expect(r: httpx.Response, status: int, *words: str) -> None:
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = r.json()
+    assert set(body) == {"error"} and isinstance(body["error"], str)
+    for w in words:
+        assert w in body["error"], (w, body["error"])
+    assert "Traceback" not in body["error"]
+
+
+GET_CASES = [
+    ("/v1/nodes/martian/a1", 400, ("unknown node type", "martian")),
+    ("/v1/nodes/account/missing", 404, ("not found",)),
+    ("/v1/nodes/account/%01bad", 422, ("id",)),
+    ("/v1/nodes/account/" + "x" * 300, 422, ("id",)),
+    ("/v1/edges/teleported_to/a1", 400, ("unknown edge type", "teleported_to")),
+    ("/v1/edges/logged_in_from/a1?limit=0", 422, ("limit",)),
+    ("/v1/edges/logged_in_from/a1?limit=5000", 422, ("limit",)),
+    ("/v1/edges/logged_in_from/a1?limit=ten", 422, ("limit",)),
+    ("/v1/edges/logged_in_from/a1?direction=sideways", 422, ("direction",)),
+    ("/v1/edges/logged_in_from/a1?order=random", 422, ("order",)),
+    ("/v1/edges/logged_in_from/a1?since=-5", 422, ("since",)),
+    ("/v1/edges/logged_in_from/a1?since=yesterday", 422, ("since",)),
+    ("/v1/edges/logged_in_from/a1?page_token=not-a-token", 400, ("page_token",)),
+    ("/v1/nowhere", 404, ("Not Found",)),
+]
+
+
+@pytest.mark.parametrize(("path", "status", "words"), GET_CASES, ids=[c[0][:50] for c in GET_CASES])
+def test_get_errors(url: str, path: str, status: int, words: tuple[str, ...]) -> None:
+    expect(httpx.get(url + path), status, *words)
+
+
+def test_page_token_of_other_order_is_rejected(url: str) -> None:
+    r = httpx.get(f"{url}/v1/edges/logged_in_from/a1", params={"limit": 1, "order": "latest"})
+    token = r.json()["next_page_token"]
+    assert token
+    expect(httpx.get(f"{url}/v1/edges/logged_in_from/a1", params={"order": "any", "page_token": token}),
+           400, "order=any")
+
+
+def test_wrong_method(url: str) -> None:
+    expect(httpx.delete(f"{url}/v1/nodes/account/a1"), 405)
+
+
+H = {"edge": "logged_in_from"}
+START = {"type": "account", "id": "a1"}
+POST_CASES: list[tuple[str, Any, int, tuple[str, ...]]] = [
+    ("malformed", b'{"start": {"type": "account", "id": "a1"}, "hops": [', 400, ("malformed JSON",)),
+    ("not-object", [1, 2], 422, ()),
+    ("no-start", {"hops": [H]}, 422, ("start",)),
+    ("no-hops", {"start": START, "hops": []}, 422, ("hops",)),
+    ("too-many-hops", {"start": START, "hops": [H] * 5}, 422, ("hops",)),
+    ("unknown-start-type", {"start": {"type": "alien", "id": "x"}, "hops": [H]}, 400, ("start.type", "alien")),
+    ("empty-id", {"start": {"type": "account", "id": ""}, "hops": [H]}, 422, ("start.id",)),
+    ("ctrl-id", {"start": {"type": "account", "id": "a\x00"}, "hops": [H]}, 422, ("start.id",)),
+    ("unknown-edge", {"start": START, "hops": [{"edge": "warp"}]}, 400, ("hops[0].edge", "warp")),
+    ("bad-direction", {"start": START, "hops": [{"edge": "logged_in_from", "direction": "up"}]}, 422, ("direction",)),
+    ("limit-0", {"start": START, "hops": [{"edge": "logged_in_from", "limit": 0}]}, 422, ("limit",)),
+    ("limit-big", {"start": START, "hops": [{"edge": "logged_in_from", "limit": 100000}]}, 422, ("limit",)),
+    ("lookback-bad", {"start": START, "hops": [{"edge": "logged_in_from", "lookback": "soon"}]}, 422, ("lookback",)),
+    ("lookback-neg", {"start": START, "hops": [{"edge": "logged_in_from", "lookback": -1}]}, 422, ("lookback",)),
+    ("order-bad", {"start": START, "hops": [{"edge": "logged_in_from", "order": "oldest"}]}, 422, ("order",)),
+    ("extra-field", {"start": START, "hops": [H], "depth": 3}, 422, ("depth",)),
+    ("chain-mismatch", {"start": START, "hops": [H, {"edge": "started_watching"}]}, 400,
+     ("hops[1]", "started_watching", "device")),
+    ("wrong-start-side", {"start": START, "hops": [{"edge": "logged_in_from", "direction": "in"}]}, 400,
+     ("hops[0]", "device")),
+    ("include-not-bool", {"start": START, "hops": [H], "include_nodes": "maybe"}, 422, ("include_nodes",)),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "status", "words"), POST_CASES, ids=[c[0] for c in POST_CASES])
+def test_traverse_errors(url: str, name: str, body: Any, status: int, words: tuple[str, ...]) -> None:
+    if isinstance(body, bytes):
+        r = httpx.post(f"{url}/v1/traverse", content=body, headers={"content-type": "application/json"})
+    else:
+        r = httpx.post(f"{url}/v1/traverse", json=body)
+    expect(r, status, *words)
+
+
+def test_openapi_metrics_and_health(url: str) -> None:
+    httpx.get(f"{url}/v1/nodes/account/a1").raise_for_status()
+    httpx.post(f"{url}/v1/traverse", json={"start": START, "hops": [H], "include_nodes": True}).raise_for_status()
+    api = httpx.get(f"{url}/openapi.json").json()
+    assert {"/v1/nodes/{type}/{id}", "/v1/edges/{edge_type}/{id}", "/v1/traverse"} <= set(api["paths"])
+    text = httpx.get(f"{url}/metrics").text
+    for stage in ("validate", "storage", "enrich", "total"):
+        assert f'rdg_api_stage_seconds_bucket{{endpoint="traverse",le="0.005",stage="{stage}"}}' in text
+    assert 'rdg_api_requests_total{endpoint="node",status="200"}' in text
+    assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "storage": "ok"}
+
+
+def test_cassandra_down_is_503(cfg: Settings) -> None:
+    """A namespace whose cluster is unreachable answers 503 JSON (the real driver, a closed port)."""
+    import dataclasses
+
+    dead = dataclasses.replace(cfg, cassandra_port=free_port())
+    spec = isolated_spec("rdg_test_down", dead)
+    app = create_app(spec, store=GraphStore.from_spec(spec, connect_timeout_s=1.0))
+    with serve_in_thread(app) as base:
+        expect(httpx.get(f"{base}/v1/nodes/account/a1", timeout=30), 503, "storage unavailable")
+        expect(httpx.get(f"{base}/v1/edges/logged_in_from/a1", timeout=30), 503, "storage unavailable")
+        expect(httpx.post(f"{base}/v1/traverse", json={"start": START, "hops": [H]}, timeout=30), 503,
+               "storage unavailable")
+        expect(httpx.get(f"{base}/v1/nodes/alien/a1", timeout=30), 400, "alien")  # validation first
+        assert httpx.get(f"{base}/healthz", timeout=30).status_code == 503

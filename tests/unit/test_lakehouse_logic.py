@@ -1,0 +1,184 @@
+"""Pure lakehouse logic: schemas, exact LWW compaction, catalog config, archive idempotence on a
+local (file) Iceberg catalog, compaction/retention, and that the Dagster domains load."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyiceberg.types import ListType, StringType, TimestamptzType
+
+from rdg_platform.kv.codec import encode_props
+from rdg_platform.lakehouse import maintenance as m
+from rdg_platform.lakehouse.archive import archive_records, read_archive
+from rdg_platform.lakehouse.backfill import build_lookup, replay
+from rdg_platform.lakehouse.catalog import CatalogConfig
+from rdg_platform.lakehouse.kafka_window import WindowRecord, hour_window
+from rdg_platform.lakehouse.lww import lww_compact
+from rdg_platform.lakehouse.schema import KAFKA_COLUMN_NAMES, archive_schema, table_name_for_topic
+from rdg_platform.lakehouse.testing import generate_events
+from rdg_platform.model import GraphRecord, default_spec, map_event
+
+H = int(datetime(2020, 1, 1, 5, tzinfo=UTC).timestamp() * 1000)
+
+
+def test_archive_schema_from_avro() -> None:
+    spec = default_spec()
+    s = archive_schema(spec.sources["catalog.titles"].schema)
+    names = [f.name for f in s.fields]
+    assert names[: len(KAFKA_COLUMN_NAMES)] == list(KAFKA_COLUMN_NAMES)
+    assert isinstance(s.find_field("updated_at").field_type, TimestamptzType)
+    assert isinstance(s.find_field("kind").field_type, StringType)  # enum
+    genres = s.find_field("genres").field_type
+    assert isinstance(genres, ListType) and isinstance(genres.element_type, StringType)
+    assert all(not f.required for f in s.fields)
+    ids = [f.field_id for f in s.fields] + [genres.element_id]
+    assert len(ids) == len(set(ids))
+    assert table_name_for_topic("member.login") == "member_login"
+
+
+def _cassandra_cells(records: list[GraphRecord]) -> dict[tuple[str, str], tuple[int, str]]:
+    """What Cassandra stores after writing every record individually: per cell, latest timestamp."""
+    cells: dict[tuple[str, str], tuple[int, str]] = {}
+    for r in records:
+        cur = cells.get((r.dedup_key, "\x00updated"))
+        if cur is None or r.updated_at > cur[0]:
+            cells[(r.dedup_key, "\x00updated")] = (r.updated_at, str(r.updated_at))
+        for k, v in encode_props(r.properties).items():
+            cur = cells.get((r.dedup_key, k))
+            if cur is None or (r.updated_at, v) > cur:
+                cells[(r.dedup_key, k)] = (r.updated_at, v)
+    return cells
+
+
+def test_lww_compact_equals_individual_writes_any_order_and_chunking() -> None:
+    rnd = random.Random(3)
+    recs = []
+    for _ in range(400):
+        props = {p: rnd.randrange(5) for p in ("a", "b", "c") if rnd.random() < 0.5}
+        recs.append(GraphRecord("edge", "plays", f"s{rnd.randrange(5)}", f"d{rnd.randrange(3)}", props,
+                                rnd.randrange(10_000)))
+    want = _cassandra_cells(recs)
+    assert _cassandra_cells(lww_compact(recs)) == want
+    rnd.shuffle(recs)
+    chunked = lww_compact(recs[:150]) + lww_compact(recs[150:])
+    assert _cassandra_cells(chunked) == want
+    assert len(lww_compact(recs)) < len(recs)
+
+
+def test_catalog_config_uris(tmp_path: Path) -> None:
+    local = CatalogConfig.local(tmp_path)
+    assert local.jdbc_uri() == f"jdbc:sqlite:{tmp_path.resolve() / 'catalog.db'}"
+    conf = local.spark_conf()
+    assert conf["spark.sql.catalog.rdg.catalog-impl"] == "org.apache.iceberg.jdbc.JdbcCatalog"
+    assert conf["spark.sql.catalog.rdg.warehouse"] == local.warehouse
+    pg = CatalogConfig("rdg", "postgresql+psycopg2://db.example:5432/iceberg", "s3://b/w", user="u", password="p",
+                       properties={"s3.endpoint": "http://minio:9000"})
+    assert pg.jdbc_uri() == "jdbc:postgresql://db.example:5432/iceberg"
+    assert pg.sqlalchemy_uri() == "postgresql+psycopg2://u:p@db.example:5432/iceberg"
+    sc = pg.spark_conf()
+    assert sc["spark.sql.catalog.rdg.jdbc.password"] == "p" and sc["spark.sql.catalog.rdg.s3.endpoint"]
+
+
+def test_hour_window() -> None:
+    s = datetime(2020, 1, 1, 5, tzinfo=UTC)
+    assert hour_window(s, s + timedelta(hours=1)) == (H, H + 3_600_000)
+
+
+def _archive_all(cat: Any, events: list[Any], start: int, end: int) -> dict[str, Any]:
+    spec = default_spec()
+    by_topic: dict[str, list[WindowRecord]] = {}
+    for i, e in enumerate(events):
+        by_topic.setdefault(e.topic, []).append(
+            WindowRecord(i % 2, i, e.timestamp_ms, e.key.encode(), json.dumps(e.value).encode()))
+    out = {}
+    for topic, recs in by_topic.items():
+        out[topic] = archive_records(cat, topic, spec.sources[topic].schema, lambda b: (1, json.loads(b)),
+                                     [recs + [WindowRecord(0, 10**6, start + 1, None, b"{bad")]], start, end,
+                                     decode_errors=(ValueError,))
+    return out
+
+
+def test_archive_replace_is_idempotent_and_evolves(tmp_path: Path) -> None:
+    cat = CatalogConfig.local(tmp_path).load()
+    events = generate_events(H, 5, 4)
+    for _ in range(2):
+        res = _archive_all(cat, events, H, H + 3_600_000)
+    for topic, r in res.items():
+        n = sum(1 for e in events if e.topic == topic)
+        assert r.rows == n and r.undecodable == {"JSONDecodeError": 1}
+        assert read_archive(cat, topic).num_rows == n
+    spec = default_spec()
+    newer = json.loads(json.dumps(spec.sources["member.login"].schema))
+    newer["fields"].append({"name": "ab_cell", "type": ["null", "string"], "default": None})
+    ev = {**next(e.value for e in events if e.topic == "member.login"), "ab_cell": "B"}
+    r = archive_records(cat, "member.login", spec.sources["member.login"].schema, lambda b: (2, json.loads(b)),
+                        [[WindowRecord(0, 1, H + 5, b"k", json.dumps(ev).encode())]], H, H + 3_600_000,
+                        writer_schema=lambda sid: newer)
+    assert r.added_columns == ["ab_cell"]
+    assert read_archive(cat, "member.login").column("ab_cell").to_pylist() == ["B"]
+
+
+def test_backfill_replay_equals_direct_mapping(tmp_path: Path) -> None:
+    cat = CatalogConfig.local(tmp_path).load()
+    spec = default_spec()
+    events = generate_events(H, 6, 6)
+    _archive_all(cat, events, H, H + 3_600_000)
+    lookup = build_lookup(cat, spec)
+    direct = [r for e in events for r in map_event(spec, e.topic, e.value, lookup)]
+    written: list[GraphRecord] = []
+    res = replay(cat, spec, H, H + 3_600_000, written.extend, chunk_ms=600_000)
+    assert res.events == len(events) and not res.bad_events
+    assert _cassandra_cells(written) == _cassandra_cells(direct)
+
+
+def test_compaction_and_retention_keep_data(tmp_path: Path) -> None:
+    cat = CatalogConfig.local(tmp_path).load()
+    events = generate_events(H, 6, 6)
+    _archive_all(cat, events, H, H + 3_600_000)
+    table = cat.load_table("archive.member_playback")
+    data = table.scan().to_arrow().sort_by("kafka_offset")
+    table.append(data.slice(0, 0))
+    from rdg_platform.lakehouse.archive import replace_window
+
+    replace_window(table, data.slice(0, 2), H, H + 3_600_000)
+    table.append(data.slice(2))
+    assert sum(m.data_files_per_hour(table).values()) == 2
+    res = m.compact_small_files(table)
+    assert (res.files_before, res.files_after) == (2, 1)
+    assert table.scan().to_arrow().sort_by("kafka_offset").to_pylist() == data.to_pylist()
+    n_snap = len(table.snapshots())
+    assert m.expire_snapshots(table, keep_last=1, older_than=timedelta(0)) == n_snap - 1
+    table.refresh()
+    assert len(table.snapshots()) == 1
+    assert m.drop_older_than(table, timedelta(days=1), now=datetime(2020, 1, 1, 6, tzinfo=UTC)) == 0
+    assert m.drop_older_than(table, timedelta(days=1), now=datetime(2020, 1, 3, tzinfo=UTC)) == data.num_rows
+
+
+def test_twcs_options_follow_ttl() -> None:
+    spec = default_spec()
+    plays = m.compaction_options(spec.namespaces["edge.plays"])
+    assert plays["class"] == "TimeWindowCompactionStrategy" and plays["compaction_window_size"] == "3"
+    assert m.compaction_options(spec.namespaces["node.account"]) == {"class": "SizeTieredCompactionStrategy"}
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_dagster_domains_load() -> None:
+    from dagster import Definitions
+
+    from rdg_platform.assets import archive, backfill, maintenance, rebuild
+    from rdg_platform.resources import local_resources
+
+    mods = (archive, backfill, rebuild, maintenance)
+    defs = Definitions(assets=[a for x in mods for a in x.assets], asset_checks=[c for x in mods for c in x.asset_checks],
+                       jobs=[j for x in mods for j in x.jobs], schedules=[s for x in mods for s in x.schedules],
+                       sensors=[s for x in mods for s in x.sensors], resources=local_resources())
+    Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"archive/member_login", "archive/catalog_games", "graph/backfill",
+            "maintenance/cassandra_namespace_settings"} <= keys
+    assert defs.resolve_job_def("rebuild_namespace_job") is not None

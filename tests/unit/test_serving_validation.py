@@ -1,0 +1,63 @@
+"""Request validation and planning of the query service (no storage touched)."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+from fastapi.testclient import TestClient
+
+from rdg_platform.cli.query import parse_hop
+from rdg_platform.kv import GraphStore
+from rdg_platform.model import default_spec
+from rdg_platform.serving.app import create_app
+from rdg_platform.serving.traversal import Hop, NodeRef, RequestError, TraverseRequest, parse_lookback, plan
+
+
+def test_parse_lookback() -> None:
+    assert parse_lookback("100d") == 100 * 86_400_000
+    assert parse_lookback("12h") == 12 * 3_600_000
+    assert parse_lookback("30m") == 1_800_000 and parse_lookback("45s") == 45_000
+    assert parse_lookback("500ms") == 500 and parse_lookback(" 7 ") == 7 and parse_lookback(1000) == 1000
+    for bad in ("", "soon", "1w", "-1d", 0, -5, "99999d", True):
+        with pytest.raises(ValueError):
+            parse_lookback(bad)  # type: ignore[arg-type]
+
+
+def test_plan_resolves_directions_types_and_since() -> None:
+    spec = default_spec()
+    req = TraverseRequest(start=NodeRef(type="account", id="a"),
+                          hops=[Hop(edge="has_profile"), Hop(edge="started_watching", order="ANY", lookback="1d"),
+                                Hop(edge="started_watching", direction="IN", limit=5)])
+    hops = plan(spec, req, now_ms=10 * 86_400_000)
+    assert [(h.edge, h.direction, h.order, h.to_type) for h in hops] == [
+        ("has_profile", "out", "latest", "profile"), ("started_watching", "out", "any", "title"),
+        ("started_watching", "in", "latest", "profile")]
+    assert hops[1].since_ms == 9 * 86_400_000 and hops[0].limit == 300 and hops[2].limit == 5
+    with pytest.raises(RequestError, match="starts from 'profile'"):
+        plan(spec, TraverseRequest(start=NodeRef(type="account", id="a"), hops=[Hop(edge="started_watching")]))
+
+
+def test_parse_hop_cli_syntax() -> None:
+    assert parse_hop("has_profile") == {"edge": "has_profile"}
+    assert parse_hop("plays:in:10:7d:any") == {"edge": "plays", "direction": "in", "limit": 10, "lookback": "7d",
+                                               "order": "any"}
+    assert parse_hop("plays::5") == {"edge": "plays", "limit": 5}
+    for bad in ("", "a:b:c:d:e:f", "plays:out:many"):
+        with pytest.raises(typer.BadParameter):
+            parse_hop(bad)
+
+
+def test_validation_errors_are_json_without_storage() -> None:
+    spec = default_spec()
+    app = create_app(spec, store=GraphStore.from_spec(spec))  # never connects: all requests are invalid
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.post("/v1/traverse", content=b"{nope", headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "malformed JSON" in r.json()["error"]
+        r = c.post("/v1/traverse", json={"start": {"type": "account", "id": "a"}, "hops": [{"edge": "x"}] * 5})
+        assert r.status_code == 422 and "hops" in r.json()["error"]
+        r = c.get("/v1/edges/plays/a", params={"limit": 0})
+        assert r.status_code == 422 and "limit" in r.json()["error"]
+        r = c.get("/v1/nodes/alien/a")
+        assert r.status_code == 400 and "alien" in r.json()["error"]
+        assert c.get("/openapi.json").status_code == 200
+        assert "rdg_api_stage_seconds" in c.get("/metrics").text

@@ -1,0 +1,270 @@
+"""Unit tests of the streaming apps without a broker: build_pipeline through Quix's ``sdf.test``,
+the dedup window semantics on a fake clock (incl. quiet streams), the emitter's flush-before-commit,
+the Cassandra sink's retries/backpressure, and the app registry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+from quixstreams import Application
+from quixstreams.models import MessageContext, Topic
+from quixstreams.sinks import SinkBackpressureError, SinkBatch
+
+from rdg_platform.config import Settings
+from rdg_platform.model import GraphRecord, load_spec
+from rdg_platform.streaming.apps import DEFAULT_SINK_GROUPS, StreamingConfig, app_specs, resolve_sink_groups
+from rdg_platform.streaming.catalog import CatalogTable
+from rdg_platform.streaming.dedup import DedupBuffer
+from rdg_platform.streaming.metrics import AppMetrics
+from rdg_platform.streaming.processor import DeadLetters, GraphEmitSink, build_pipeline
+from rdg_platform.streaming.sink import CassandraSink, SinkSteps, build_sink_pipeline
+
+SPEC = load_spec(cfg=Settings())
+T0 = 1_700_000_000_000
+
+
+class FakeDecodeError(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def json_decode(topic: str, data: bytes) -> Mapping[str, Any]:
+    """Stands in for AvroSerde.decode_for_topic: JSON with a 'BAD' marker for undecodable bytes."""
+    if data.startswith(b"BAD"):
+        raise FakeDecodeError("not_confluent_framing", "magic byte is not 0")
+    return json.loads(data)
+
+
+class ListProducer:
+    """Records produced messages; ``pending`` simulates unacknowledged messages at flush."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]] = []
+        self.pending = 0
+
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                headers: list[tuple[str, bytes]] | None = None, on_delivery: Any = None) -> None:
+        self.sent.append((topic, value, key, headers))
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return self.pending
+
+    def topics(self) -> list[str]:
+        return [s[0] for s in self.sent]
+
+
+def playback(**over: Any) -> dict[str, Any]:
+    ev: dict[str, Any] = {"event_id": "e1", "event_time": T0, "account_id": "a1", "profile_id": "p1",
+                          "device_id": "d1", "device_type": "TV", "title_id": "t1", "episode_id": None,
+                          "action": "HEARTBEAT", "position_ms": 5000, "is_live": False}
+    ev.update(over)
+    return ev
+
+
+def make_sdf(topic: str, catalog: CatalogTable | None = None) -> tuple[Any, ListProducer, AppMetrics]:
+    app = Application(broker_address="127.0.0.1:1", consumer_group="unit", loglevel="CRITICAL")
+    sdf = app.dataframe(Topic(topic, value_deserializer="bytes", key_deserializer="str"))
+    metrics = AppMetrics("unit")
+    prod = ListProducer()
+    sdf = build_pipeline(sdf, SPEC, topic, decode=json_decode, lookup=catalog.get if catalog else None,
+                         dead_letters=DeadLetters(prod, "unit", metrics), metrics=metrics)
+    return sdf, prod, metrics
+
+
+def run(sdf: Any, topic: str, value: bytes, offset: int = 0, key: str = "a1") -> list[GraphRecord]:
+    ctx = MessageContext(topic=topic, partition=0, offset=offset, size=len(value))
+    return [r[0] for r in sdf.test(value, key=key, timestamp=T0, ctx=ctx)]
+
+
+def test_pipeline_maps_playback_with_catalog_enrichment() -> None:
+    table = CatalogTable("unused", ["catalog.titles"], json_decode)
+    table.put("catalog.titles", "t1", {"title_id": "t1", "name": "Dark", "kind": "SHOW", "genres": ["scifi"],
+                                       "runtime_min": 50, "maturity": "16+"})
+    sdf, prod, metrics = make_sdf("member.playback", table)
+    recs = run(sdf, "member.playback", json.dumps(playback()).encode())
+    by = {(r.kind, r.type): r for r in recs}
+    assert by[("node", "title")].properties == {"name": "Dark", "kind": "SHOW", "runtime_min": 50,
+                                                "genres": ["scifi"], "maturity": "16+"}
+    assert by[("edge", "started_watching")].dst == "t1"
+    assert prod.sent == []
+    # a catalog update reaches later events
+    table.put("catalog.titles", "t1", {"title_id": "t1", "name": "Dark (Director's cut)", "kind": "SHOW", "genres": []})
+    recs = run(sdf, "member.playback", json.dumps(playback(event_time=T0 + 1)).encode(), offset=1)
+    assert {r.type: r for r in recs}["title"].properties["name"] == "Dark (Director's cut)"
+    assert metrics.value("rdg_records_in_total", topic="member.playback") == 2
+
+
+def test_pipeline_dead_letters_bad_input_with_reason_and_coordinates() -> None:
+    sdf, prod, metrics = make_sdf("member.playback")
+    assert run(sdf, "member.playback", b"BAD bytes", offset=7) == []
+    assert run(sdf, "member.playback", json.dumps(playback(title_id=None)).encode(), offset=8) == []
+    assert [t for t in prod.topics()] == ["member.playback.dlq", "member.playback.dlq"]
+    h0 = dict(prod.sent[0][3] or [])
+    assert h0["rdg.dlq.reason"] == b"not_confluent_framing"
+    assert (h0["rdg.source.topic"], h0["rdg.source.partition"], h0["rdg.source.offset"]) == (b"member.playback", b"0", b"7")
+    assert prod.sent[0][1] == b"BAD bytes" and prod.sent[0][2] == b"a1"
+    h1 = dict(prod.sent[1][3] or [])
+    assert h1["rdg.dlq.reason"] == b"missing_field" and h1["rdg.source.offset"] == b"8"
+    assert metrics.value("rdg_dlq_records_total", reason="missing_field") == 1
+    # an unparseable event time is bad too, and the pipeline keeps going afterwards
+    assert run(sdf, "member.playback", json.dumps(playback(event_time="yesterday")).encode(), offset=9) == []
+    assert dict(prod.sent[2][3] or [])["rdg.dlq.reason"] == b"bad_event_time"
+    assert len(run(sdf, "member.playback", json.dumps(playback()).encode(), offset=10)) == 7
+
+
+def test_pipeline_login_optional_profile_and_projection() -> None:
+    sdf, prod, _ = make_sdf("member.login")
+    ev = {"event_id": "e", "event_time": T0, "account_id": "a1", "profile_id": None, "device_id": "d9",
+          "device_type": "PHONE", "country": "NL", "app_version": "1.2", "plan": "basic", "noise": "x" * 100}
+    recs = run(sdf, "member.login", json.dumps(ev).encode())
+    assert sorted((r.kind, r.type) for r in recs) == [("edge", "logged_in_from"), ("node", "account"),
+                                                     ("node", "device")]
+    lif = next(r for r in recs if r.type == "logged_in_from")
+    assert lif.properties == {"last_login_ts": T0, "device_type": "PHONE", "country": "NL", "app_version": "1.2"}
+    assert prod.sent == []
+
+
+def test_dedup_buffer_window_semantics() -> None:
+    buf = DedupBuffer(window_s=10)
+    hb = [GraphRecord("edge", "started_watching", "p1", "t1", {"position_ms": i * 1000, "last_watch_ts": T0 + i},
+                      T0 + i) for i in range(5)]
+    for i, r in enumerate(hb):
+        merged, evicted = buf.add(r, now=100 + i)
+        assert merged == (i > 0) and evicted == []
+    other = GraphRecord("node", "account", "a1", None, {"last_seen_ts": T0}, T0)
+    buf.add(other, now=105)
+    assert buf.pop_due(109.9) == []
+    out = buf.pop_due(110.0)  # the heartbeat key's window opened at 100
+    assert [r.dedup_key for r in out] == [hb[0].dedup_key]
+    assert out[0].properties["position_ms"] == 4000 and out[0].updated_at == T0 + 4
+    assert buf.suppressed == 4 and len(buf) == 1
+    # a late, older update merges without regressing newer properties
+    buf.add(GraphRecord("node", "account", "a1", None, {"last_seen_ts": T0 - 5, "country": "US"}, T0 - 5), now=106)
+    (acc,) = buf.pop_due(115)
+    assert acc.properties == {"last_seen_ts": T0, "country": "US"} and acc.updated_at == T0
+    # after emission the key opens a new window
+    buf.add(hb[0], now=200)
+    assert buf.pop_due(209) == [] and len(buf.pop_due(210)) == 1
+
+
+def test_dedup_buffer_is_bounded() -> None:
+    buf = DedupBuffer(window_s=10, max_keys=3)
+    evicted = []
+    for i in range(5):
+        evicted += buf.add(GraphRecord("node", "device", f"d{i}", None, {}, T0), now=0)[1]
+    assert len(buf) == 3 and [r.id for r in evicted] == ["d0", "d1"]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_emit_sink_quiet_stream_is_flushed_by_the_wall_clock_timer() -> None:
+    clock, prod = FakeClock(), ListProducer()
+    sink = GraphEmitSink(prod, AppMetrics("unit"), window_s=2, clock=clock, start_timer=False)
+    r = GraphRecord("edge", "plays", "p1", "g1", {"action": "START"}, T0)
+    for i in range(10):  # a burst of updates to one key, then the stream goes quiet
+        sink.add(GraphRecord("edge", "plays", "p1", "g1", {"action": "HEARTBEAT"}, T0 + i), "a1", T0, [], "member.gaming", 0, i)
+    sink.add(r, "a1", T0, [], "member.gaming", 0, 10)  # older: merged under LWW
+    assert sink.tick() == 0 and prod.sent == []
+    clock.t += 2.0  # no new events: only the clock moves
+    assert sink.tick() == 1
+    topic, value, key, _ = prod.sent[0]
+    assert topic == "graph.edge.plays" and key == b"p1"
+    assert json.loads(value or b"") == {"kind": "edge", "type": "plays", "src": "p1", "dst": "g1",
+                                        "properties": {"action": "HEARTBEAT"}, "updated_at": T0 + 9}
+    assert sink.metrics.value("rdg_dedup_suppressed_total") == 10
+
+
+def test_emit_sink_flush_empties_the_buffer_before_commit_and_refuses_unacked() -> None:
+    clock, prod = FakeClock(), ListProducer()
+    sink = GraphEmitSink(prod, AppMetrics("unit"), window_s=10, clock=clock, start_timer=False)
+    sink.add(GraphRecord("node", "device", "d1", None, {}, T0), "a1", T0, [], "member.login", 0, 0)
+    sink.flush()  # the checkpoint is about to commit offset 0: its record must be in Kafka first
+    assert len(sink.buffer) == 0 and prod.topics() == ["graph.node.device"]
+    sink.add(GraphRecord("node", "device", "d2", None, {}, T0), "a1", T0, [], "member.login", 0, 1)
+    prod.pending = 1
+    with pytest.raises(RuntimeError, match="not acknowledged"):
+        sink.flush()
+
+
+class FlakyStore:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.written: list[GraphRecord] = []
+        self.calls = 0
+
+    def write(self, records: Sequence[GraphRecord]) -> None:
+        self.calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise RuntimeError("NoHostAvailable")
+        self.written.extend(records)
+
+
+def batch_of(n: int) -> SinkBatch:
+    b = SinkBatch("graph.node.device", 0)
+    for i in range(n):
+        b.append(GraphRecord("node", "device", f"d{i}", None, {}, T0), f"d{i}", T0, [], i)
+    return b
+
+
+def test_cassandra_sink_chunks_and_retries() -> None:
+    store = FlakyStore(failures=2)
+    sink = CassandraSink(store, AppMetrics("unit"), chunk_size=4, max_retries=3, sleep=lambda s: None)
+    sink.write(batch_of(10))
+    assert len(store.written) == 10 and store.calls == 2 + 3
+    assert sink.metrics.value("rdg_cassandra_writes_total", type="device") == 10
+    assert sink.metrics.value("rdg_cassandra_errors_total") == 2
+
+
+def test_cassandra_sink_backpressure_after_bounded_retries() -> None:
+    store = FlakyStore(failures=100)
+    sink = CassandraSink(store, AppMetrics("unit"), max_retries=2, backpressure_retry_s=7, sleep=lambda s: None)
+    with pytest.raises(SinkBackpressureError) as ei:
+        sink.write(batch_of(3))
+    assert ei.value.retry_after == 7 and store.calls == 3 and store.written == []
+
+
+def test_sink_pipeline_parses_and_dead_letters() -> None:
+    app = Application(broker_address="127.0.0.1:1", consumer_group="unit", loglevel="CRITICAL")
+    sdf = app.dataframe(Topic("graph.node.device", value_deserializer="bytes", key_deserializer="str"))
+    bad: list[tuple[str, str]] = []
+    steps = SinkSteps(AppMetrics("unit"), lambda t, r, d, raw, k: bad.append((t, r)), {("node", "device")})
+    sdf = build_sink_pipeline(sdf, steps, None)
+    ctx = MessageContext(topic="graph.node.device", partition=0, offset=0, size=0)
+    good = GraphRecord("node", "device", "d1", None, {"device_type": "TV"}, T0)
+    out = sdf.test(json.dumps(good.to_dict()).encode(), key="d1", ctx=ctx)
+    assert [o[0] for o in out] == [good]
+    assert sdf.test(b"{not json", key="x", ctx=ctx) == []
+    wrong = GraphRecord("node", "title", "t1", None, {}, T0)
+    assert sdf.test(json.dumps(wrong.to_dict()).encode(), key="t1", ctx=ctx) == []
+    assert bad == [("graph.node.device", "bad_json"), ("graph.node.device", "unknown_type")]
+
+
+def test_registry_apps_and_sink_groups() -> None:
+    cfg = Settings()
+    apps = app_specs(SPEC, cfg, StreamingConfig())
+    procs = [a for a in apps if a.kind == "processor"]
+    assert sorted(a.source_topic or "" for a in procs) == sorted(SPEC.mappings)
+    assert len({a.consumer_group for a in apps}) == len(apps)
+    assert [a.metrics_port for a in apps] == list(range(cfg.metrics_base_port, cfg.metrics_base_port + len(apps)))
+    groups = resolve_sink_groups(SPEC, DEFAULT_SINK_GROUPS)
+    every = [n for ns in groups.values() for n in ns]
+    assert sorted(every) == sorted(SPEC.namespaces)  # each namespace in exactly one group
+    assert groups["edges-member"] == ["edge.has_profile", "edge.logged_in_from", "edge.streamed_from"]
+    with pytest.raises(ValueError, match="unwritten"):
+        resolve_sink_groups(SPEC, {"nodes": ["node.*"]})
+    with pytest.raises(ValueError, match="not a namespace"):
+        resolve_sink_groups(SPEC, {"x": ["edge.nope", "node.*", "edge.*"]})
