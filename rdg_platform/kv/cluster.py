@@ -22,7 +22,7 @@ from typing import Any
 
 from cassandra import ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
 from cassandra.query import tuple_factory
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,9 @@ def _make_cluster(cfg: ClusterConfig) -> Cluster:
         # A single-node local cluster has no peers to gossip about; skip the schema-agreement
         # wait on the hot path but keep it bounded for DDL.
         "max_schema_agreement_wait": 10,
+        # The driver's default backoff grows to 10 minutes; after a Cassandra restart the sinks and
+        # the query service must be back within seconds, so cap it at 5 s.
+        "reconnection_policy": ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
     }
     if cfg.protocol_version is not None:
         kwargs["protocol_version"] = cfg.protocol_version
