@@ -15,6 +15,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from rdg_platform.model.lww import encode_value
+
 try:  # orjson is ~5x faster on the hot read path; the stdlib is the fallback.
     import orjson as _orjson
 except Exception:  # pragma: no cover
@@ -25,22 +27,16 @@ class BadPageTokenError(ValueError):
     """A page token that this service did not issue (or that was issued for another query)."""
 
 
-if _orjson is not None:
-    _dumps = _orjson.dumps
-    _loads = _orjson.loads
-
-    def _dumps_str(v: Any) -> str:
-        return _dumps(v).decode()
-else:  # pragma: no cover
-    _loads = json.loads
-
-    def _dumps_str(v: Any) -> str:
-        return json.dumps(v, separators=(",", ":"))
+_loads = _orjson.loads if _orjson is not None else json.loads
 
 
 def encode_props(props: Mapping[str, Any]) -> dict[str, str]:
-    """Property dict -> the ``map<text,text>`` bound value (None values are dropped, not written)."""
-    return {k: _dumps_str(v) for k, v in props.items() if v is not None}
+    """Property dict -> the ``map<text,text>`` bound value (None values are dropped, not written).
+
+    Uses the model's :func:`~rdg_platform.model.lww.encode_value` (deterministic: sorted object keys)
+    so the stored text is exactly what the LWW tie-break compares, in every write path.
+    """
+    return {k: encode_value(v) for k, v in props.items() if v is not None}
 
 
 def decode_props(raw: Mapping[str, str] | None) -> dict[str, Any]:

@@ -20,12 +20,23 @@ O(list length) for LATEST on huge lists; the alternative (a time-ordered seconda
 read-before-write or ever-growing index rows to stay LWW-correct, which costs every write instead of
 rare long reads. order=ANY reads in key order and stops as soon as ``limit`` edges pass the filter.
 ``since`` filters on ``updated_at`` (the newest event time of the edge).
+
+Blue/green namespace versions: the physical tables come from the pointer table
+(:mod:`rdg_platform.kv.versions`), read on first use and re-checked when older than
+``version_refresh_s`` (default 5 s, ``RDG_NAMESPACE_REFRESH_S``; the re-check runs in a background
+thread so no request waits on it). A switch replaces the whole type -> table map in one attribute
+assignment, so every read and write uses either the old or the new version, never a mix, and the
+query service and sinks follow a Spark rebuild's switch-over with no restart and no downtime.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
+import os
+import threading
+import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -36,8 +47,11 @@ from rdg_platform.config import Settings
 from rdg_platform.kv.cluster import await_response
 from rdg_platform.kv.codec import decode_props, decode_token, encode_props, encode_token
 from rdg_platform.kv.store import MAX_PAGE, NODE_ITEM, KVStore, Table
+from rdg_platform.kv.versions import base_table, ensure_meta_table, read_pointers, resolve
 from rdg_platform.model.mapping import GraphRecord
-from rdg_platform.model.spec import GraphSpec
+from rdg_platform.model.spec import GraphSpec, Namespace
+
+log = logging.getLogger(__name__)
 
 Direction = Literal["out", "in"]
 Order = Literal["latest", "any"]
@@ -46,6 +60,7 @@ Plan = Generator[list[Query], list[list[Any]], Any]
 
 MAX_EDGE_LIMIT = 10_000
 _KEY_PAGE = MAX_PAGE
+DEFAULT_VERSION_REFRESH_S = 5.0
 
 
 def _raw_props(raw: Any) -> Any:
@@ -65,6 +80,26 @@ class EdgePage:
     next_page_token: str | None
 
 
+@dataclass(frozen=True)
+class _TableMap:
+    """One immutable snapshot of the active physical tables (swapped whole on a version switch)."""
+
+    namespaces: dict[str, Namespace]
+    nodes: dict[str, Table]
+    edges: dict[str, tuple[Table, Table]]
+
+
+def default_version_refresh_s() -> float | None:
+    """``RDG_NAMESPACE_REFRESH_S`` (seconds; ``off`` or a negative number disables pointer reads)."""
+    raw = os.environ.get("RDG_NAMESPACE_REFRESH_S", "").strip().lower()
+    if not raw:
+        return DEFAULT_VERSION_REFRESH_S
+    if raw in ("off", "none", "disabled"):
+        return None
+    val = float(raw)
+    return None if val < 0 else val
+
+
 def normalize_order(order: str) -> Order:
     o = order.lower()
     if o not in ("latest", "any"):
@@ -81,44 +116,121 @@ class GraphStore:
     _KEYS_AFTER = "SELECT item_key, updated_at FROM {t} WHERE record_id = ? AND item_key > ? LIMIT ?"
     _EDGE_IN = "SELECT item_key, updated_at, props FROM {t} WHERE record_id = ? AND item_key IN ?"
 
-    def __init__(self, spec: GraphSpec, kv: KVStore) -> None:
+    def __init__(self, spec: GraphSpec, kv: KVStore, version_refresh_s: float | None = DEFAULT_VERSION_REFRESH_S) -> None:
+        """``spec`` names the base (version 0) tables; ``version_refresh_s`` is how stale the
+        blue/green pointer may get (None: never read it, always use the spec's tables). Namespaces
+        the spec pins to a version (table ``<base>_v<N>``) never follow the pointer."""
         self.spec = spec
         self.kv = kv
-        self._node_tables = {n: kv.table(spec.namespace("node", n)) for n in spec.nodes}
-        self._edge_tables = {e: (kv.table(spec.namespace("edge", e)), kv.table(spec.namespace("edge", e), True))
-                             for e in spec.edges}
+        self.version_refresh_s = version_refresh_s
+        self._map = self._build_map(dict(spec.namespaces))
+        self._refresh_lock = threading.Lock()
+        self._refreshing = False
+        self._resolved = False
+        self._next_check = 0.0
 
     @classmethod
     def from_spec(cls, spec: GraphSpec, settings: Settings | None = None, concurrency: int = 128,
-                  **cluster_overrides: Any) -> GraphStore:
+                  version_refresh_s: float | None | Literal["env"] = "env", **cluster_overrides: Any) -> GraphStore:
         """Connections are opened lazily (first query), so building a store never blocks or fails."""
         del settings  # contact points/keyspaces already come from the spec (which read the settings)
-        return cls(spec, KVStore.from_spec(spec, concurrency, **cluster_overrides))
+        refresh = default_version_refresh_s() if version_refresh_s == "env" else version_refresh_s
+        return cls(spec, KVStore.from_spec(spec, concurrency, **cluster_overrides), refresh)
 
     def ensure_schema(self) -> None:
+        """Create the base tables and the pointer table of every keyspace, then resolve versions."""
         self.kv.ensure_schema()
+        for cluster, keyspace in sorted({(ns.cluster, ns.keyspace) for ns in self.spec.namespaces.values()}):
+            ensure_meta_table(self.kv.registry.session(cluster), keyspace)
+        if self.version_refresh_s is not None:
+            self.refresh_versions()
 
     def close(self) -> None:
         self.kv.close()
 
+    # ------------------------------------------------------------------ versions
+    def _build_map(self, namespaces: dict[str, Namespace]) -> _TableMap:
+        kv = self.kv
+        nodes = {n: kv.table(namespaces[ns.name]) for n in self.spec.nodes
+                 for ns in (self.spec.namespace("node", n),)}
+        edges = {e: (kv.table(namespaces[ns.name]), kv.table(namespaces[ns.name], True)) for e in self.spec.edges
+                 for ns in (self.spec.namespace("edge", e),)}
+        return _TableMap(namespaces, nodes, edges)
+
+    def active_namespaces(self) -> Mapping[str, Namespace]:
+        """Namespace name -> the namespace as currently served (its tables follow the pointer)."""
+        return self._tables().namespaces
+
+    def refresh_versions(self) -> bool:
+        """Read the blue/green pointers now and swap the table map if any changed (returns whether).
+
+        Raises when Cassandra cannot be read; :meth:`_tables` catches that and keeps the old map.
+        """
+        pointers = {}
+        for cluster, keyspace in {(ns.cluster, ns.keyspace) for ns in self.spec.namespaces.values()}:
+            pointers[(cluster, keyspace)] = read_pointers(self.kv.registry.session(cluster), keyspace)
+        # A namespace the spec already names a version of (``<table>_v<N>``: a rebuild writing its
+        # target tables) is pinned; only base-table namespaces follow the pointer.
+        active = {name: resolve(ns, pointers[(ns.cluster, ns.keyspace)].get(name)) if ns.table == base_table(ns) else ns
+                  for name, ns in self.spec.namespaces.items()}
+        self._resolved = True
+        if self.version_refresh_s is not None:
+            self._next_check = time.monotonic() + self.version_refresh_s
+        if active == self._map.namespaces:
+            return False
+        old = self._map.namespaces
+        self._map = self._build_map(active)  # one reference assignment: readers see old or new, whole
+        for name, ns in active.items():
+            if old.get(name) != ns:
+                log.info("namespace %s now served from %s.%s", name, ns.keyspace, ns.table)
+        return True
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self.refresh_versions()
+        except Exception:  # keep serving the current tables; retry at the next interval
+            log.warning("could not read namespace version pointers; keeping current tables", exc_info=True)
+        finally:
+            self._refreshing = False
+
+    def _tables(self) -> _TableMap:
+        """The current table map, re-checking the pointer first when it is older than the interval.
+
+        The very first check runs inline (startup: serve the right version from the first request);
+        later ones run in a background thread so no read or write waits on them.
+        """
+        interval = self.version_refresh_s
+        if interval is not None:
+            now = time.monotonic()
+            if now >= self._next_check:
+                with self._refresh_lock:
+                    if now >= self._next_check and not self._refreshing:
+                        self._next_check = now + interval
+                        self._refreshing = True
+                        if not self._resolved:
+                            self._refresh_quietly()
+                        else:
+                            threading.Thread(target=self._refresh_quietly, name="rdg-ns-versions",
+                                             daemon=True).start()
+        return self._map
+
     # ------------------------------------------------------------------ types
     def node_table(self, node_type: str) -> Table:
+        tables = self._tables().nodes
         try:
-            return self._node_tables[node_type]
+            return tables[node_type]
         except KeyError:
-            raise UnknownTypeError(f"unknown node type {node_type!r} (known: {sorted(self._node_tables)})") from None
+            raise UnknownTypeError(f"unknown node type {node_type!r} (known: {sorted(tables)})") from None
 
     def _edge_pair(self, edge_type: str) -> tuple[Table, Table]:
+        tables = self._tables().edges
         try:
-            return self._edge_tables[edge_type]
+            return tables[edge_type]
         except KeyError:
-            raise UnknownTypeError(f"unknown edge type {edge_type!r} (known: {sorted(self._edge_tables)})") from None
+            raise UnknownTypeError(f"unknown edge type {edge_type!r} (known: {sorted(tables)})") from None
 
     def edge_table(self, edge_type: str, direction: Direction = "out") -> Table:
-        try:
-            fwd, rev = self._edge_tables[edge_type]
-        except KeyError:
-            raise UnknownTypeError(f"unknown edge type {edge_type!r} (known: {sorted(self._edge_tables)})") from None
+        fwd, rev = self._edge_pair(edge_type)
         if direction not in ("out", "in"):
             raise ValueError(f"direction must be out or in, not {direction!r}")
         return fwd if direction == "out" else rev
@@ -132,16 +244,18 @@ class GraphStore:
         """
         writes: list[tuple[Table, tuple[Any, ...]]] = []
         append = writes.append
+        tables = self._tables()  # one snapshot for the whole call: all of it goes to one version
+        node_tables, edge_tables = tables.nodes, tables.edges
         for r in records:
             # Hot path (the sink and bulk loads): encode the properties once per record, reuse
             # the encoded map for both sides of an edge, build bound tuples inline.
             props = encode_props(r.properties) if r.properties else UNSET_VALUE
             ts = r.updated_at
             if r.kind == "node":
-                t = self.node_table(r.type)
+                t = node_tables.get(r.type) or self.node_table(r.type)
                 append((t, (ts * 1000, t.namespace.ttl_s, props, UNSET_VALUE, ts, r.id, NODE_ITEM)))
             else:
-                fwd, rev = self._edge_pair(r.type)
+                fwd, rev = edge_tables.get(r.type) or self._edge_pair(r.type)
                 dst = r.dst
                 if not dst:
                     raise ValueError(f"edge record {r.type}/{r.id} has no dst")
@@ -151,10 +265,11 @@ class GraphStore:
         self.kv.execute_writes(writes)
 
     def delete_edge(self, edge_type: str, src: str, dst: str, event_time_ms: int | None = None) -> None:
-        """Delete both sides of an edge as of ``event_time_ms`` (newer writes survive)."""
-        ns = self.spec.namespace("edge", edge_type).name
-        self.kv.delete_items(ns, src, [dst], event_time_ms)
-        self.kv.delete_items(ns, dst, [src], event_time_ms, reverse=True)
+        """Delete both sides of an edge as of ``event_time_ms`` (newer writes survive), in the
+        active version's tables."""
+        fwd, rev = self._edge_pair(edge_type)
+        self.kv.delete_table_items(fwd, src, [dst], event_time_ms)
+        self.kv.delete_table_items(rev, dst, [src], event_time_ms)
 
     # ------------------------------------------------------------------ plans
     def _node_plan(self, node_type: str, ids: Sequence[str]) -> Plan:
@@ -297,4 +412,4 @@ class GraphStore:
             edge_type, node_id, direction, limit, since_ms, normalize_order(order), page_token, want_token, decode))
 
     def node_types(self) -> Mapping[str, Table]:
-        return self._node_tables
+        return self._tables().nodes

@@ -230,7 +230,11 @@ class KVStore:
                      event_time_ms: int | None = None, reverse: bool = False) -> None:
         """Delete items (or the whole record when ``item_keys`` is None) as of ``event_time_ms``:
         writes with a later event time survive, so a late delete cannot erase newer data."""
-        t = self.table(namespace, reverse)
+        self.delete_table_items(self.table(namespace, reverse), record_id, item_keys, event_time_ms)
+
+    def delete_table_items(self, t: Table, record_id: str, item_keys: Sequence[str] | None = None,
+                           event_time_ms: int | None = None) -> None:
+        """:meth:`delete_items` on a resolved table (e.g. a blue/green version's)."""
         ts = (event_time_ms or int(time.time() * 1000)) * 1000
         session = self.session(t)
         if item_keys is None:

@@ -159,7 +159,7 @@ def _write_partition(states: Iterable[tuple[str, KeyState]], spec: GraphSpec, ba
     """Executor side: write states through the GraphStore of a spec pointing at the new tables."""
     from rdg_platform.kv.graph_store import GraphStore
 
-    store = GraphStore.from_spec(spec)
+    store = GraphStore.from_spec(spec, version_refresh_s=None)  # the new tables, never the live pointer
     n = 0
     buf = []
     try:

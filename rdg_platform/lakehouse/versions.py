@@ -10,48 +10,39 @@ with the namespace when the namespace moves cluster)::
         version int, table_name text, reverse_table text,
         rows bigint, checksum text, previous_table text, switched_at timestamp)
 
-No row = version 0 = the spec's own table. Readers resolve the active tables with
-:func:`active_namespace` / :func:`apply_namespace_versions` (GraphStore honours it by building its
-tables from the resolved spec and re-resolving periodically); the old version's tables are kept
-until an operator drops them, so switching back is one more pointer write.
+No row = version 0 = the spec's own table. The pointer's name, DDL and reads live in
+:mod:`rdg_platform.kv.versions` (re-exported here) because readers need them and kv must not import
+lakehouse: GraphStore resolves its tables through it at startup and re-checks every few seconds
+(``RDG_NAMESPACE_REFRESH_S``), so the query service and sinks follow a switch without a restart.
+The old version's tables are kept until an operator drops them, so switching back is one more
+pointer write.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from cassandra.cluster import Session
 
 from rdg_platform.kv.store import token_ranges
-from rdg_platform.model.spec import GraphSpec, Namespace
+from rdg_platform.kv.versions import (
+    META_TABLE,
+    ActiveVersion,
+    active_namespace,
+    active_version,
+    apply_namespace_versions,
+    base_table,
+    ensure_meta_table,
+)
+from rdg_platform.model.spec import Namespace
 
-META_TABLE = "namespace_versions"
-_VERSION_SUFFIX = re.compile(r"_v\d+$")
-
-_DDL = ("CREATE TABLE IF NOT EXISTS {ks}.namespace_versions (namespace text PRIMARY KEY, version int, "
-        "table_name text, reverse_table text, rows bigint, checksum text, previous_table text, "
-        "switched_at timestamp)")
-
-
-@dataclass(frozen=True)
-class ActiveVersion:
-    namespace: str
-    version: int
-    table: str
-    reverse_table: str | None
-
-
-def ensure_meta_table(session: Session, keyspace: str) -> None:
-    session.execute(_DDL.format(ks=keyspace))
-
-
-def base_table(ns: Namespace) -> str:
-    return _VERSION_SUFFIX.sub("", ns.table)
+__all__ = [
+    "META_TABLE", "ActiveVersion", "active_namespace", "active_version", "apply_namespace_versions",
+    "base_table", "ensure_meta_table", "namespace_checksum", "switch_version", "table_checksum", "versioned",
+]
 
 
 def versioned(ns: Namespace, version: int) -> Namespace:
@@ -61,28 +52,6 @@ def versioned(ns: Namespace, version: int) -> Namespace:
     if len(table) + 3 > 48:
         raise ValueError(f"versioned table name {table!r} is too long for CQL")
     return dataclasses.replace(ns, table=table, reverse_table=None if ns.reverse_table is None else f"{table}_in")
-
-
-def active_version(session: Session, ns: Namespace) -> ActiveVersion:
-    ensure_meta_table(session, ns.keyspace)
-    row = session.execute(
-        session.prepare(f"SELECT version, table_name, reverse_table FROM {ns.keyspace}.{META_TABLE} "  # noqa: S608
-                        "WHERE namespace = ?"), (ns.name,)).one()
-    if row is None:
-        return ActiveVersion(ns.name, 0, base_table(ns), ns.reverse_table and f"{base_table(ns)}_in")
-    version, table, rev = row[0], row[1], row[2]
-    return ActiveVersion(ns.name, int(version), str(table), rev)
-
-
-def active_namespace(session: Session, ns: Namespace) -> Namespace:
-    av = active_version(session, ns)
-    return dataclasses.replace(ns, table=av.table, reverse_table=av.reverse_table)
-
-
-def apply_namespace_versions(spec: GraphSpec, sessions: dict[str, Session]) -> GraphSpec:
-    """``spec`` with every namespace pointed at its active version (``sessions``: cluster -> session)."""
-    namespaces = {name: active_namespace(sessions[ns.cluster], ns) for name, ns in spec.namespaces.items()}
-    return dataclasses.replace(spec, namespaces=namespaces)
 
 
 def switch_version(session: Session, ns: Namespace, version: int, rows: int, checksum: str) -> ActiveVersion:

@@ -132,6 +132,8 @@ class _StoreHolder:
             self.store.kv.registry.session(ns)
         if self.ensure_schema:
             self.store.ensure_schema()
+        if self.store.version_refresh_s is not None:  # resolve blue/green tables off the event loop
+            self.store.refresh_versions()
 
     async def get(self) -> GraphStore:
         if self.ready:

@@ -53,8 +53,8 @@ class AppMetrics:
                                    ["app", "kind", "type"], registry=r)
         self.records_mapped = Counter("rdg_records_mapped", "Graph records produced by mapping (before dedup)",
                                       ["app", "kind", "type"], registry=r)
-        self.dedup_suppressed = Counter("rdg_dedup_suppressed", "Updates merged into a buffered record instead of "
-                                        "being emitted", ["app", "kind", "type"], registry=r)
+        self.dedup_suppressed = Counter("rdg_dedup_suppressed", "Graph record updates the dedup window did not "
+                                        "emit (updates in - records out, counted when a key's window closes)", ["app", "kind", "type"], registry=r)
         self.dropped = Counter("rdg_events_dropped", "Events dropped as noise by the filter step, by reason",
                                ["app", "reason"], registry=r)
         self.dlq = Counter("rdg_dlq_records", "Records sent to a dead-letter topic, by reason", ["app", "topic", "reason"],

@@ -202,7 +202,7 @@ def build_pipeline(sdf: StreamingDataFrame, spec: GraphSpec, topic: str, *, deco
 class GraphEmitSink(BaseSink):
     """Dedup buffer + wall-clock emitter to ``graph.node.<type>`` / ``graph.edge.<type>``.
 
-    - ``add()`` (run loop thread): merge the record into the buffer.
+    - ``add()`` (run loop thread): fold the record into its key's exact LWW state in the buffer.
     - timer thread, every ``tick_s``: emit every key whose window closed (wall clock), so quiet
       topics and quiet keys are still emitted within window + tick.
     - ``flush()`` (checkpoint, before offsets are committed; also on revoke and shutdown): emit the
@@ -218,7 +218,7 @@ class GraphEmitSink(BaseSink):
         self.producer = producer
         self.metrics = metrics
         self.app = metrics.app
-        self.buffer = DedupBuffer(window_s, max_keys)
+        self.buffer = DedupBuffer(window_s, max_keys, on_close=self._on_close)
         self.tick_s = tick_s
         self.flush_timeout_s = flush_timeout_s
         self.clock = clock
@@ -243,10 +243,13 @@ class GraphEmitSink(BaseSink):
             offset: int) -> None:
         rec: GraphRecord = value
         with self._lock:
-            merged, evicted = self.buffer.add(rec, self.clock())
-            if merged:
-                self.metrics.dedup_suppressed.labels(self.app, rec.kind, rec.type).inc()
+            _merged, evicted = self.buffer.add(rec, self.clock())
             self._emit(evicted)
+
+    def _on_close(self, kind: str, type_: str, updates: int, emitted: int) -> None:
+        """A key's window closed: ``updates`` inputs became ``emitted`` records (suppressed = the rest)."""
+        if updates > emitted:
+            self.metrics.dedup_suppressed.labels(self.app, kind, type_).inc(updates - emitted)
 
     def tick(self) -> int:
         """Emit every record whose window has closed; returns how many (the timer calls this)."""

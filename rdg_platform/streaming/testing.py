@@ -20,8 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cassandra import OperationTimedOut
+from cassandra.cluster import NoHostAvailable
+
 from rdg_platform.config import Settings
-from rdg_platform.model.mapping import GraphRecord, map_event, merge_records
+from rdg_platform.kv.store import KVError
+from rdg_platform.model.lww import KeyState, state_of
+from rdg_platform.model.mapping import GraphRecord, map_event
 from rdg_platform.model.spec import GraphSpec
 
 Event = tuple[str, str, dict[str, Any]]  # (topic, key, Avro record)
@@ -145,18 +150,22 @@ def journey_events(run: str, t0: int, accounts: int = 3, heartbeats: int = 20, n
 
 
 def expected_graph(spec: GraphSpec, events: Iterable[Event]) -> dict[str, GraphRecord]:
-    """The graph the pipeline must converge to: map every event (catalog as enrichment), merge per key."""
+    """The graph the pipeline must converge to: map every event (catalog as enrichment), exact
+    per-property LWW per key (the state Cassandra holds after writing every record)."""
     evs = list(events)
     catalog: dict[tuple[str, str], Mapping[str, Any]] = {}
     for topic, _key, rec in evs:
         if spec.sources[topic].kind == "side_input":
             catalog[(topic, str(rec[spec.sources[topic].key]))] = rec
-    out: dict[str, GraphRecord] = {}
+    states: dict[str, KeyState] = {}
     for topic, _key, rec in evs:
         for r in map_event(spec, topic, rec, lambda t, k: catalog.get((t, k))):
-            old = out.get(r.dedup_key)
-            out[r.dedup_key] = r if old is None else merge_records(old, r)
-    return out
+            st = states.get(r.dedup_key)
+            if st is None:
+                states[r.dedup_key] = state_of(r)
+            else:
+                st.add(r)
+    return {k: st.merged() for k, st in states.items()}
 
 
 def read_graph(store: Any, keys: Iterable[GraphRecord]) -> dict[str, GraphRecord]:
@@ -197,7 +206,10 @@ def wait_graph(store: Any, expected: Mapping[str, GraphRecord], timeout_s: float
     deadline = time.monotonic() + timeout_s
     problems: list[str] = ["not checked"]
     while time.monotonic() < deadline:
-        problems = diff_graph(expected, read_graph(store, expected.values()))
+        try:
+            problems = diff_graph(expected, read_graph(store, expected.values()))
+        except (NoHostAvailable, OperationTimedOut, KVError) as exc:  # Cassandra restarting: poll again
+            problems = [f"store unavailable: {exc}"]
         if not problems:
             return []
         time.sleep(1.0)

@@ -5,6 +5,7 @@ the Cassandra sink's retries/backpressure, and the app registry."""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,7 +15,9 @@ from quixstreams.models import MessageContext, Topic
 from quixstreams.sinks import SinkBackpressureError, SinkBatch
 
 from rdg_platform.config import Settings
+from rdg_platform.kv.codec import encode_props
 from rdg_platform.model import GraphRecord, load_spec
+from rdg_platform.model.lww import encode_value, lww_states
 from rdg_platform.streaming.apps import DEFAULT_SINK_GROUPS, StreamingConfig, app_specs, resolve_sink_groups
 from rdg_platform.streaming.catalog import CatalogTable
 from rdg_platform.streaming.dedup import DedupBuffer
@@ -145,13 +148,73 @@ def test_dedup_buffer_window_semantics() -> None:
     assert [r.dedup_key for r in out] == [hb[0].dedup_key]
     assert out[0].properties["position_ms"] == 4000 and out[0].updated_at == T0 + 4
     assert buf.suppressed == 4 and len(buf) == 1
-    # a late, older update merges without regressing newer properties
+    # a late, older update folds in without regressing newer properties, and the property only it
+    # carried keeps its own (older) write time: two records, one per winning event time
     buf.add(GraphRecord("node", "account", "a1", None, {"last_seen_ts": T0 - 5, "country": "US"}, T0 - 5), now=106)
-    (acc,) = buf.pop_due(115)
-    assert acc.properties == {"last_seen_ts": T0, "country": "US"} and acc.updated_at == T0
+    old, new = buf.pop_due(115)
+    assert (old.properties, old.updated_at) == ({"country": "US"}, T0 - 5)
+    assert (new.properties, new.updated_at) == ({"last_seen_ts": T0}, T0)
+    assert buf.updates_in == 7 and buf.records_out == 3 and buf.suppressed == 4
     # after emission the key opens a new window
     buf.add(hb[0], now=200)
     assert buf.pop_due(209) == [] and len(buf.pop_due(210)) == 1
+
+
+def _cells(records: list[GraphRecord]) -> dict[tuple[str, str], tuple[int, str]]:
+    """What Cassandra holds after writing ``records`` one by one: per cell, (write time, stored text),
+    the latest write time winning (ties: the larger value, as Cassandra compares equal timestamps)."""
+    cells: dict[tuple[str, str], tuple[int, str]] = {}
+    for r in records:
+        upd = (r.updated_at, str(r.updated_at))
+        cur = cells.get((r.dedup_key, "\x00updated_at"))
+        if cur is None or upd > cur:
+            cells[(r.dedup_key, "\x00updated_at")] = upd
+        for k, v in encode_props(r.properties).items():
+            cur = cells.get((r.dedup_key, k))
+            if cur is None or (r.updated_at, v) > cur:
+                cells[(r.dedup_key, k)] = (r.updated_at, v)
+    return cells
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_dedup_output_writes_exactly_like_every_input(seed: int) -> None:
+    """Writing the buffer's output == writing every input one by one: per property, the same value
+    AND the same write time, whatever the arrival order and wherever windows close."""
+    rnd = random.Random(seed)
+    recs = []
+    for _ in range(300):
+        props = {p: rnd.choice([rnd.randrange(4), f"v{rnd.randrange(3)}", ["x", "é"], 1.5e20])
+                 for p in ("a", "b", "c", "d") if rnd.random() < 0.4}
+        kind = rnd.choice(["node", "edge"])
+        recs.append(GraphRecord(kind, "t", f"k{rnd.randrange(6)}", f"d{rnd.randrange(2)}" if kind == "edge" else None,
+                                props, T0 + rnd.randrange(50)))  # few distinct times: many ties
+    want = _cells(recs)
+    for order in range(3):
+        rnd.shuffle(recs)
+        buf = DedupBuffer(window_s=10, max_keys=1_000 if order < 2 else 4)
+        out: list[GraphRecord] = []
+        for i, r in enumerate(recs):
+            now = i * (0.01 if order == 0 else 0.1)  # order 0: one window; 1: windows close mid-stream
+            out += buf.pop_due(now)
+            out += buf.add(r, now)[1]
+        out += buf.drain()
+        assert _cells(out) == want
+        assert buf.updates_in == len(recs) and buf.records_out == len(out)
+        assert buf.suppressed == len(recs) - len(out) > 0
+    # one window over everything: mostly one record per key, never more than distinct winning times
+    buf = DedupBuffer(window_s=10)
+    for r in recs:
+        buf.add(r, 0)
+    states = lww_states(recs)
+    assert len(buf.drain()) == sum(len({c[0] for c in st.cells.values()} | {st.max_ts}) for st in states.values())
+
+
+def test_model_encoding_is_the_stored_encoding() -> None:
+    """The LWW tie-break compares the exact text kv.codec stores for each value."""
+    for v in [1, -3, 1.5, 1.5e20, 1e-7, True, "abc", "é ü 東京", ["a", "é"], {"b": 1, "a": [1, 2]}, 10**15]:
+        assert encode_props({"p": v})["p"] == encode_value(v)
+        assert json.loads(encode_value(v)) == v
+    assert encode_value({"b": 1, "a": 2}) == '{"a":2,"b":1}'
 
 
 def test_dedup_buffer_is_bounded() -> None:
