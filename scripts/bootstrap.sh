@@ -29,12 +29,12 @@ if [ ! -f "$VENV/.rdg-complete" ]; then
   echo "bootstrap: creating $VENV (first run downloads the pinned wheels; later runs reuse it)"
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --upgrade pip
+  "$VENV/bin/pip" install --quiet --upgrade pip setuptools wheel
   "$VENV/bin/pip" install --progress-bar off -c requirements.lock -e ".[dev]"
   touch "$VENV/.rdg-complete"
 else
   echo "bootstrap: reusing $VENV"
-  "$VENV/bin/pip" install --quiet --no-deps --no-build-isolation -e . 
+  "$VENV/bin/pip" install --quiet --no-deps -e .
 fi
 ln -sfn "$VENV" .venv
 echo "bootstrap: ready ($(.venv/bin/python --version), $(java -version 2>&1 | head -1))"
