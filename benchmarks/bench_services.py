@@ -10,34 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
 
 from rdg_platform.config import Settings
 from rdg_platform.services import ServiceManager
+from rdg_platform.services.base import SERVICE_PORT_ENV_VARS, free_ports
 from rdg_platform.services.fetch import MAVEN_REPO_ENV
-
-_PORT_VARS = (
-    "RDG_KAFKA_PORT",
-    "RDG_KAFKA_CONTROLLER_PORT",
-    "RDG_CASSANDRA_PORT",
-    "RDG_CASSANDRA_STORAGE_PORT",
-    "RDG_CASSANDRA_JMX_PORT",
-    "RDG_REGISTRY_PORT",
-)
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def _timed_up(
@@ -45,7 +25,7 @@ def _timed_up(
 ) -> dict[str, str]:
     """Run one up() in an isolated environment and return a table row; always tears down."""
     os.environ["RDG_STATE_DIR"] = str(state_dir)
-    for var, port in zip(_PORT_VARS, _free_ports(len(_PORT_VARS)), strict=True):
+    for var, port in zip(SERVICE_PORT_ENV_VARS, free_ports(len(SERVICE_PORT_ENV_VARS)), strict=True):
         os.environ[var] = str(port)
     if cache_dir is not None:
         os.environ["RDG_CACHE_DIR"] = str(cache_dir)

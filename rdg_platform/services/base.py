@@ -107,6 +107,33 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+# Every port a local service set binds, by its settings variable (for isolated instances).
+SERVICE_PORT_ENV_VARS = (
+    "RDG_KAFKA_PORT",
+    "RDG_KAFKA_CONTROLLER_PORT",
+    "RDG_CASSANDRA_PORT",
+    "RDG_CASSANDRA_STORAGE_PORT",
+    "RDG_CASSANDRA_JMX_PORT",
+    "RDG_REGISTRY_PORT",
+)
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ask the kernel for ``count`` distinct free ports (held open together so none repeats).
+
+    For isolated instances in tests and benchmarks; a port can still be taken between this call
+    and the bind, which the port pre-check of ``up`` then reports by number.
+    """
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def port_owner(port: int) -> str | None:
     """Describe the process listening on ``port`` (``pid 123 (java ...)``), if the OS tells us."""
     try:

@@ -18,36 +18,15 @@ from typer.testing import CliRunner
 from rdg_platform.cli.services import services_app
 from rdg_platform.config import Settings
 from rdg_platform.services import ServiceError, ServiceManager
+from rdg_platform.services.base import SERVICE_PORT_ENV_VARS, free_ports
 
 pytestmark = pytest.mark.integration
-
-_PORT_VARS = (
-    "RDG_KAFKA_PORT",
-    "RDG_KAFKA_CONTROLLER_PORT",
-    "RDG_CASSANDRA_PORT",
-    "RDG_CASSANDRA_STORAGE_PORT",
-    "RDG_CASSANDRA_JMX_PORT",
-    "RDG_REGISTRY_PORT",
-)
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ask the kernel for distinct free ports (held open together so none repeats)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
 
 @pytest.fixture
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """Point RDG_* at a private state dir and private ports; stop whatever the test started."""
     monkeypatch.setenv("RDG_STATE_DIR", str(tmp_path / "state"))
-    for var, port in zip(_PORT_VARS, _free_ports(len(_PORT_VARS)), strict=True):
+    for var, port in zip(SERVICE_PORT_ENV_VARS, free_ports(len(SERVICE_PORT_ENV_VARS)), strict=True):
         monkeypatch.setenv(var, str(port))
     settings = Settings()
     yield settings

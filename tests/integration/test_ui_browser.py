@@ -9,7 +9,6 @@ Chromium is installed by ``tests/ui/ensure_chromium.sh`` (Debian package) when m
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rdg_platform.services.base import free_ports
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 UI_DIR = ROOT / "tests" / "ui"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +35,7 @@ def chromium() -> str:
 @pytest.fixture(scope="session")
 def dagster_ui(services: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("dagster_home")
-    port = _free_port()
+    port = free_ports(1)[0]
     log = open(home / "dagster_dev.log", "w")  # noqa: SIM115 - closed below
     # Own state dir: the UI's sensor must not supervise (or restart) the shared dev instance's apps,
     # and the archive partition launched from the browser lands in a temporary Iceberg catalog.
