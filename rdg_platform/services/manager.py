@@ -107,24 +107,42 @@ class ServiceManager:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _process(self, name: str) -> psutil.Process | None:
-        """The live process from our pid file, or None if absent, dead or a recycled pid."""
+        """The live process from our pid file, or None if absent, dead or a recycled pid.
+
+        A recycled pid is told apart by the marker properties on the command line (service name
+        and state dir), not by start time alone: psutil derives start times from the boot time,
+        which can drift by seconds on a VM, and a false "exited" made ``up`` give up on a healthy
+        broker and a purge then delete its files under it.
+        """
         path = self._pid_file(name)
         try:
             record = json.loads(path.read_text())
             proc = psutil.Process(int(record["pid"]))
-            if abs(proc.create_time() - float(record["create_time"])) > 1.0:
+            if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
-            cmdline = proc.cmdline()
+            try:
+                cmdline = proc.cmdline()
+            except psutil.AccessDenied:
+                return proc if abs(proc.create_time() - float(record["create_time"])) <= 1.0 else None
             if (
                 f"-Drdg.service={name}" not in cmdline
                 or f"-Drdg.state={self.settings.state_dir}" not in cmdline
             ):
                 return None
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return None
             return proc
         except (OSError, ValueError, KeyError, psutil.NoSuchProcess, psutil.AccessDenied):
             return None
+
+    def _orphans(self, name: str) -> list[psutil.Process]:
+        """Our service processes for this state dir that no pid file names (e.g. after a crash of
+        the CLI between spawn and pid-file write); ``down`` stops them too before any purge."""
+        markers = (f"-Drdg.service={name}", f"-Drdg.state={self.settings.state_dir}")
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = proc.info.get("cmdline") or []
+            if all(m in cmd for m in markers):
+                found.append(proc)
+        return found
 
     # -- status --------------------------------------------------------------------------------
     def _status_of(self, name: str, probe: Probe | None = None) -> ServiceStatus:
@@ -288,6 +306,10 @@ class ServiceManager:
         outcome: dict[str, str] = {}
         with self._lock():
             procs = {n: self._process(n) for n in names}
+            for n in names:
+                if procs[n] is None:
+                    orphans = self._orphans(n)
+                    procs[n] = orphans[0] if orphans else None
             for proc in procs.values():
                 if proc is not None:
                     self._signal(proc, signal.SIGTERM)

@@ -12,6 +12,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -89,3 +90,13 @@ def test_down_ignores_foreign_pid_file(isolated_env: Settings) -> None:
     (run_dir / "kafka.json").write_text(f'{{"pid": {os.getpid()}, "create_time": 0, "port": 1}}')
     outcome = ServiceManager(isolated_env).down(["kafka"])
     assert outcome == {"kafka": "not running"}
+
+
+def test_down_stops_our_process_even_without_its_pid_file(isolated_env: Settings) -> None:
+    manager = ServiceManager(isolated_env)
+    pid = manager.up(["registry"])["registry"].pid
+    assert pid is not None
+    manager._pid_file("registry").unlink()  # as if the CLI died before writing it
+    outcome = manager.down(["registry"], purge=True)
+    assert outcome["registry"].startswith("stopped"), outcome
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
