@@ -262,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--title-pool", type=int, default=10_000, help="distinct titles (sets hop-3 in-degree)")
     ap.add_argument("--keyspace", default="rdg_bench_kv", help="keyspace (dropped and recreated)")
     ap.add_argument("--keep", action="store_true", help="keep the keyspaces afterwards")
+    ap.add_argument("--reuse", action="store_true",
+                    help="skip the load: measure reads on the keyspace a previous --keep run left "
+                         "(same --edges/--edges-per-account/--journeys)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/bench_kv_serving.json"), help="JSON results path")
     args = ap.parse_args(argv)
 
@@ -272,19 +275,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A generous client timeout: on a shared 2-core machine a loaded node can stall for seconds.
     store = GraphStore.from_spec(spec, concurrency=args.write_concurrency, request_timeout_s=60.0)
     raw_store = GraphStore.from_spec(raw_spec, concurrency=args.write_concurrency, request_timeout_s=60.0)
-    for s in (store, raw_store):
-        s.kv.drop_keyspaces()
-        s.ensure_schema()
-    log(f"generating {args.edges:,} edges")
-    records = make_edges(args.edges, args.edges_per_account, now)
-    load = bulk_load(store, raw_store, records, args.write_concurrency, args.chunk)
-    accounts = sorted({r.id for r in records})
-    del records
-    raw_store.kv.drop_keyspaces()
-    raw_store.close()
+    if args.reuse:
+        raw_store.close()
+        load: dict[str, Any] = {"reused": True, "ratio": float("nan"), "raw_edges_per_s": float("nan"),
+                                "kv_edges_per_s": float("nan"), "raw_s": float("nan"), "kv_s": float("nan")}
+        accounts = [f"acc{i:07d}" for i in range((args.edges + args.edges_per_account - 1) // args.edges_per_account)]
+        starts = [f"j-acc{a:05d}" for a in range(args.journeys)]
+    else:
+        for s in (store, raw_store):
+            s.kv.drop_keyspaces()
+            s.ensure_schema()
+        log(f"generating {args.edges:,} edges")
+        records = make_edges(args.edges, args.edges_per_account, now)
+        load = bulk_load(store, raw_store, records, args.write_concurrency, args.chunk)
+        accounts = sorted({r.id for r in records})
+        del records
+        raw_store.kv.drop_keyspaces()
+        raw_store.close()
 
-    log("building the 3-hop journey graph")
-    starts = build_journeys(store, args.journeys, 5, args.titles_per_profile, args.title_pool, now)
+        log("building the 3-hop journey graph")
+        starts = build_journeys(store, args.journeys, 5, args.titles_per_profile, args.title_pool, now)
 
     port = free_port()
     server = start_server(args.keyspace, port)

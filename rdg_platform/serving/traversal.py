@@ -3,11 +3,12 @@
 Contract (Netflix's serving layer): a start node and 1..4 hops; each hop names an edge type, a
 direction, a limit (default 300, the cap on edges returned for that hop's level), a lookback (default
 100 days, on the edge's ``updated_at``) and an order: LATEST (newest first) or ANY (first found,
-cheaper). Levels run one at a time; a level's adjacency reads run in parallel (bounded). With ANY the
+cheaper). Levels run one at a time; a level's frontier is read with a few multi-partition requests
+grouped by replica set (:meth:`GraphStore.aedges_many`), not one request per node. With ANY the
 frontier is read in waves and the level stops as soon as ``limit`` edges are in hand; with LATEST each
 frontier node contributes its newest ``limit`` edges and the level keeps the newest ``limit`` overall.
-Node enrichment (``include_nodes``) is batched once at the end over all levels, de-duplicated, as
-concurrent single-partition reads (never a multi-partition ``IN``).
+Node enrichment (``include_nodes``) is batched once at the end over all levels, de-duplicated, the
+same way.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rdg_platform.kv.codec import decode_props
-from rdg_platform.kv.graph_store import GraphStore
+from rdg_platform.kv.graph_store import GraphStore, edge_dicts
 from rdg_platform.model.spec import GraphSpec
 
 MAX_HOPS = 4
@@ -32,7 +33,7 @@ MAX_LOOKBACK_MS = 3650 * 86_400_000
 ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,256}$"
 _DURATION = re.compile(r"^\s*(\d{1,12})\s*(ms|s|m|h|d)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-PARALLEL_READS = 256  # in-flight single-partition reads per traversal level
+WAVE = 256  # frontier nodes read per round with order=ANY (the level stops once it has its limit)
 
 
 class RequestError(ValueError):
@@ -122,16 +123,10 @@ class TraversalStats:
     reads: int = 0
 
 
-async def _bounded(sem: asyncio.Semaphore, coro: Any) -> Any:
-    async with sem:
-        return await coro
-
-
 async def traverse(store: GraphStore, start_id: str, hops: list[PlannedHop], include_nodes: bool,
                    stats: TraversalStats | None = None) -> dict[str, Any]:
     """Run a planned traversal; returns ``{"levels": [{"hop", "edges", "nodes"?}, ...]}``."""
     st = stats or TraversalStats()
-    sem = asyncio.Semaphore(PARALLEL_READS)
     frontier = [start_id]
     levels: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -140,28 +135,29 @@ async def traverse(store: GraphStore, start_id: str, hops: list[PlannedHop], inc
         if frontier:
             if hop.order == "any":
                 # Read the frontier in waves; stop once the level's limit is met.
-                for i in range(0, len(frontier), PARALLEL_READS):
-                    wave = frontier[i:i + PARALLEL_READS]
-                    pages = await asyncio.gather(*(
-                        store.aedges(hop.edge, nid, hop.direction, hop.limit, hop.since_ms, "any", None, False, False)
-                        for nid in wave))
+                for i in range(0, len(frontier), WAVE):
+                    wave = frontier[i:i + WAVE]
+                    got = await store.aedges_many(hop.edge, wave, hop.direction, hop.limit, hop.since_ms, "any")
                     st.reads += len(wave)
-                    for p in pages:
-                        edges.extend(p.edges)
+                    for nid in wave:
+                        edges.extend(edge_dicts(hop.edge, nid, hop.direction, got[nid]))
+                        if len(edges) >= hop.limit:
+                            break
                     if len(edges) >= hop.limit:
                         break
-                edges = edges[:hop.limit]
+                del edges[hop.limit:]
             else:
-                pages = await asyncio.gather(*(
-                    _bounded(sem, store.aedges(hop.edge, nid, hop.direction, hop.limit, hop.since_ms,
-                                               "latest", None, False, False))
-                    for nid in frontier))
+                got = await store.aedges_many(hop.edge, frontier, hop.direction, hop.limit, hop.since_ms,
+                                              "latest", sort=False)
                 st.reads += len(frontier)
-                for p in pages:
-                    edges.extend(p.edges)
-                if len(pages) > 1:
-                    edges.sort(key=lambda e: e["updated_at"], reverse=True)
-                    del edges[hop.limit:]
+                # Newest first over the whole level; ties by frontier position, then neighbour id
+                # (the order one node's own LATEST read gives).
+                ranked = [(-u, i, k, p) for i, nid in enumerate(frontier) for k, u, p in got[nid]]
+                ranked.sort()
+                del ranked[hop.limit:]
+                out = hop.direction == "out"
+                edges = [{"type": hop.edge, "src": frontier[i] if out else k, "dst": k if out else frontier[i],
+                          "properties": p, "updated_at": -nu} for nu, i, k, p in ranked]
         for e in edges:  # decode only the edges the level keeps
             e["properties"] = decode_props(e["properties"])
         end = "dst" if hop.direction == "out" else "src"
@@ -175,13 +171,10 @@ async def traverse(store: GraphStore, start_id: str, hops: list[PlannedHop], inc
         for lv in levels:
             typ, ids = lv["_next"]
             wanted.setdefault(typ, []).extend(ids)
-        found: dict[str, dict[str, dict[str, Any]]] = {}
         types = list(wanted)
-        results = await asyncio.gather(*(
-            _gather_nodes(store, sem, typ, list(dict.fromkeys(wanted[typ]))) for typ in types))
-        for typ, res in zip(types, results, strict=True):
-            found[typ] = res
-            st.reads += len(wanted[typ])
+        results = await asyncio.gather(*(store.aget_nodes(typ, list(dict.fromkeys(wanted[typ]))) for typ in types))
+        found = dict(zip(types, results, strict=True))
+        st.reads += sum(len(set(ids)) for ids in wanted.values())
         for lv in levels:
             typ, ids = lv["_next"]
             lv["nodes"] = [found[typ][i] for i in ids if i in found[typ]]
@@ -189,11 +182,3 @@ async def traverse(store: GraphStore, start_id: str, hops: list[PlannedHop], inc
         del lv["_next"]
     st.enrich_s = time.perf_counter() - t1
     return {"levels": levels}
-
-
-async def _gather_nodes(store: GraphStore, sem: asyncio.Semaphore, typ: str, ids: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    chunks = [ids[i:i + PARALLEL_READS] for i in range(0, len(ids), PARALLEL_READS)]
-    for res in await asyncio.gather(*(_bounded(sem, store.aget_nodes(typ, ch)) for ch in chunks)):
-        out.update(res)
-    return out

@@ -192,3 +192,35 @@ def test_kv_get_items_filters_delete_mutate_scan(store: GraphStore) -> None:
     assert {("rec", "b1"), ("rec", "d1")} <= scanned and ("rec", "a2") not in scanned
     kv.delete_items(ns, "rec", event_time_ms=10_000)
     assert kv.get_items(ns, "rec").items == []
+
+
+def test_edges_many_matches_per_node_reads(store: GraphStore) -> None:
+    """The multi-partition read of a frontier gives each node exactly what its own read gives:
+    short lists from the IN response, a list longer than the per-partition page (300 > 128) through
+    the exact single-partition fallback, a missing node as an empty list, and ``since`` applied."""
+    recs = [edge("started_watching", f"em-p{p}", f"em-t{t:03d}", {"last_watch_ts": 1_000 + 7 * t + p},
+                 1_000 + ((7 * t + 13 * p) % 211)) for p in range(4) for t in range(3 + 5 * p)]
+    recs += [edge("started_watching", "em-big", f"em-t{t:03d}", {"last_watch_ts": t}, 1_000 + (t * 37) % 997)
+             for t in range(300)]
+    store.write(recs)
+    nodes = [f"em-p{p}" for p in range(4)] + ["em-big", "em-none"]
+    for order in ("latest", "any"):
+        for limit, since in ((5, None), (10, 1_100), (200, None)):
+            got = store.edges_many("started_watching", nodes, "out", limit, since, order)
+            assert list(got) == nodes
+            for n in nodes:
+                want = store.edges("started_watching", n, "out", limit, since, order).edges
+                assert got[n] == want, (order, limit, since, n)
+    assert len(store.edges_many("started_watching", ["em-big"], limit=200)["em-big"]) == 200
+    into = store.edges_many("started_watching", ["em-t000", "em-t002"], "in", limit=10)
+    assert [e["src"] for e in into["em-t000"]] == [e["src"] for e in store.edges(
+        "started_watching", "em-t000", "in", 10).edges]
+    assert {e["src"] for e in into["em-t002"]} == {"em-p0", "em-p1", "em-p2", "em-p3", "em-big"}
+
+
+def test_get_nodes_batch_keeps_request_order_and_skips_missing(store: GraphStore) -> None:
+    store.write([node("profile", f"gn{i}", {"account_id": f"a{i}"}, 10 + i) for i in range(150)])
+    ids = [f"gn{i}" for i in range(149, -1, -3)] + ["gn-missing", "gn0"]
+    got = store.get_nodes("profile", ids)
+    assert list(got) == list(dict.fromkeys(i for i in ids if i != "gn-missing"))
+    assert got["gn149"] == {"type": "profile", "id": "gn149", "properties": {"account_id": "a149"}, "updated_at": 159}

@@ -61,3 +61,19 @@ def test_validation_errors_are_json_without_storage() -> None:
         assert r.status_code == 400 and "alien" in r.json()["error"]
         assert c.get("/openapi.json").status_code == 200
         assert "rdg_api_stage_seconds" in c.get("/metrics").text
+
+
+def test_group_by_replicas_keeps_keys_of_one_replica_set_together() -> None:
+    from rdg_platform.kv.graph_store import group_by_replicas
+
+    def replicas(key: bytes) -> list[str]:  # a 3-node ring, replication factor 2, by the key's last digit
+        n = int(key[-1:]) % 3
+        return [f"h{n}", f"h{(n + 1) % 3}"][::-1 if n % 2 else 1]
+
+    ids = [f"k{i}" for i in range(10)]
+    groups = group_by_replicas(ids, replicas, per_request=2)
+    assert sorted(i for _, g in groups for i in g) == sorted(ids)
+    for rk, g in groups:
+        assert 1 <= len(g) <= 2
+        assert rk is not None and rk.decode() in g
+        assert len({tuple(sorted(replicas(i.encode()))) for i in g}) == 1
