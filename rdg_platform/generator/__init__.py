@@ -27,7 +27,9 @@ from rdg_platform.generator.producer import (
     ProduceSummary,
     make_producer,
     make_progress,
+    produce_batches,
     produce_events,
+    produce_generated,
     producer_config,
 )
 from rdg_platform.serde import AvroSerde
@@ -46,7 +48,7 @@ def run_generator(cfg: GeneratorConfig, bootstrap: str, registry_url: str, *, ra
             total = cfg.max_events + (cfg.titles + cfg.games if cfg.include_catalog else 0)
         progress, close = make_progress(quiet, total)
         try:
-            return produce_events(generate_events(cfg), producer, tracker, serde, rate=rate, progress=progress)
+            return produce_generated(cfg, producer, tracker, serde, rate=rate, progress=progress)
         finally:
             close()
 
@@ -54,5 +56,6 @@ def run_generator(cfg: GeneratorConfig, bootstrap: str, registry_url: str, *, ra
 __all__ = [
     "BAD_HEADER", "BAD_KINDS", "EXPECTED_REASON", "MEMBER_TOPICS", "BadKind", "DeliveryTracker", "Event", "EventEncoder",
     "GeneratorConfig", "ProduceError", "ProduceSummary", "build_catalog", "generate_events", "make_member",
-    "make_producer", "make_progress", "member_stream", "produce_events", "producer_config", "run_generator",
+    "make_producer", "make_progress", "member_stream", "produce_batches", "produce_events", "produce_generated",
+    "producer_config", "run_generator",
 ]

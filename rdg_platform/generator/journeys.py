@@ -63,6 +63,13 @@ _COUNTRIES = ("US", "BR", "GB", "IN", "MX", "DE", "JP", "NL", "FR", "KR")
 _COUNTRY_W = (0.35, 0.12, 0.08, 0.1, 0.07, 0.07, 0.06, 0.04, 0.06, 0.05)
 _PLANS = ("standard", "premium", "ads")
 _PLAN_W = (0.45, 0.25, 0.30)
+# Cumulative weights of the constant distributions: random.choices(..., cum_weights=) draws exactly
+# as choices(..., weights) does, without re-accumulating the weights on every call.
+_DEVICE_TYPE_CW = tuple(accumulate(_DEVICE_TYPE_W))
+_PROFILES_CW = tuple(accumulate(_PROFILES_W))
+_DEVICES_CW = tuple(accumulate(_DEVICES_W))
+_COUNTRY_CW = tuple(accumulate(_COUNTRY_W))
+_PLAN_CW = tuple(accumulate(_PLAN_W))
 _APP_VERSIONS = {"PHONE": ("15.2", "15.3", "16.0"), "TABLET": ("15.2", "16.0"), "TV": ("8.1", "8.2"),
                  "WEB": ("web-2025.10", "web-2025.11"), "CONSOLE": ("3.4",)}
 _GENRES = ("drama", "comedy", "thriller", "documentary", "kids", "anime", "sci-fi", "romance", "crime", "reality")
@@ -199,13 +206,14 @@ def make_member(cfg: GeneratorConfig, index: int, rnd: random.Random) -> Member:
     """An account with 1-5 profiles and 1-6 devices of mixed types (the first device is usually a
     phone: that is where the story starts)."""
     acc = f"{cfg.id_prefix}a{index:07d}"
-    n_prof = rnd.choices(range(1, 6), _PROFILES_W)[0]
-    n_dev = rnd.choices(range(1, 7), _DEVICES_W)[0]
+    n_prof = rnd.choices(range(1, 6), cum_weights=_PROFILES_CW)[0]
+    n_dev = rnd.choices(range(1, 7), cum_weights=_DEVICES_CW)[0]
     devices = []
     for j in range(n_dev):
-        dtype = "PHONE" if j == 0 and rnd.random() < 0.8 else rnd.choices(DEVICE_TYPES, _DEVICE_TYPE_W)[0]
+        dtype = "PHONE" if j == 0 and rnd.random() < 0.8 else rnd.choices(DEVICE_TYPES, cum_weights=_DEVICE_TYPE_CW)[0]
         devices.append(Device(f"{acc}-d{j}", dtype, rnd.choice(_APP_VERSIONS[dtype])))
-    return Member(index, acc, rnd.choices(_COUNTRIES, _COUNTRY_W)[0], rnd.choices(_PLANS, _PLAN_W)[0],
+    return Member(index, acc, rnd.choices(_COUNTRIES, cum_weights=_COUNTRY_CW)[0],
+                  rnd.choices(_PLANS, cum_weights=_PLAN_CW)[0],
                   tuple(f"{acc}-p{j}" for j in range(n_prof)), tuple(devices))
 
 
@@ -218,8 +226,86 @@ def _by_type(m: Member, dtype: str) -> Device | None:
     return next((d for d in m.devices if d.type == dtype), None)
 
 
-def member_events(cfg: GeneratorConfig, cat: Catalog, index: int) -> Iterator[tuple[int, int, int, Event]]:
-    """One member's events in time order, as ``(event_time, member index, seq, Event)`` for merging."""
+@dataclass(slots=True)
+class Login:
+    """A sign-in: one event at ``t``, sequence number ``seq``. (Not ``frozen``: a frozen dataclass's
+    ``__init__`` costs a ``object.__setattr__`` per field, and thousands are made per second; nothing
+    mutates them.)"""
+
+    t: int
+    seq: int
+    value: dict[str, Any]
+
+    @property
+    def topic(self) -> str:
+        return LOGIN
+
+    def event_at(self, ts: int) -> Event:
+        return Event(LOGIN, self.value["account_id"], self.value, ts)
+
+    def events(self, end: int) -> Iterator[tuple[int, int, Event]]:
+        yield self.t, self.seq, Event(LOGIN, self.value["account_id"], self.value, self.t)
+
+
+@dataclass(slots=True)
+class Session:
+    """A playback or game session as data: a ``first`` action at ``t0``, a HEARTBEAT every ``hb_ms``
+    while ``< stop``, then ``final`` at ``stop``; events at or after the window ``end`` are cut off.
+
+    Event ``k`` (0-based) has time ``t0 + k * hb_ms`` (``stop`` for the last one), sequence number
+    ``seq0 + k`` and, for playback, position ``pos0 + (time - t0)``. Both renderings, the Event dicts
+    here and the pre-encoded records of :mod:`rdg_platform.generator.encoded`, derive from this one
+    description, so they cannot drift apart (a unit test checks they agree byte for byte). Not
+    ``frozen`` for the same reason as :class:`Login`.
+    """
+
+    topic: str                     # PLAYBACK or GAMING
+    t0: int
+    seq0: int
+    stop: int
+    hb_ms: int
+    final: str                     # STOP / PAUSE, or EXIT
+    eid: str                       # event id prefix of the member (event_id = eid + str(seq))
+    base: dict[str, Any]           # the fields that do not change within the session
+    pos0: int = 0                  # playback position at t0
+    live: bool = False
+
+    @property
+    def n_final(self) -> int:
+        """Index of the final event (= the number of events before it)."""
+        return -(-(self.stop - self.t0) // self.hb_ms)
+
+    def times(self, end: int) -> list[int]:
+        """Every event time of the session before ``end``."""
+        ts = [self.t0, *range(self.t0 + self.hb_ms, self.stop, self.hb_ms), self.stop]
+        return [t for t in ts if t < end] if ts[-1] >= end else ts
+
+    def event_at(self, ts: int) -> Event:
+        """The Event at time ``ts`` (one of :meth:`times`)."""
+        k = -(-(ts - self.t0) // self.hb_ms)
+        if self.topic == PLAYBACK:
+            action = "START" if k == 0 else self.final if ts == self.stop else "HEARTBEAT"
+            value = {"event_id": self.eid + str(self.seq0 + k), "event_time": ts, **self.base,
+                     "action": action, "position_ms": self.pos0 + (ts - self.t0), "is_live": self.live}
+        else:
+            action = "LAUNCH" if k == 0 else self.final if ts == self.stop else "HEARTBEAT"
+            value = {"event_id": self.eid + str(self.seq0 + k), "event_time": ts, **self.base, "action": action}
+        return Event(self.topic, self.base["account_id"], value, ts)
+
+    def events(self, end: int) -> Iterator[tuple[int, int, Event]]:
+        seq0, t0, hb = self.seq0, self.t0, self.hb_ms
+        for ts in self.times(end):
+            yield ts, seq0 - (-(ts - t0) // hb), self.event_at(ts)
+
+
+Segment = Login | Session
+
+
+def member_segments(cfg: GeneratorConfig, cat: Catalog, index: int) -> Iterator[Segment]:
+    """One member's journey as logins and sessions in time order (the random draws live here only).
+
+    A session may start at or after the window end (it then has no events); nothing follows it.
+    """
     rnd = random.Random(f"{cfg.seed}:member:{index}")
     m = make_member(cfg, index, rnd)
     acc = m.account_id
@@ -252,10 +338,10 @@ def member_events(cfg: GeneratorConfig, cat: Catalog, index: int) -> Iterator[tu
             dev = _choose_device(m, _GAME_PREF if what == "game" else _WATCH_PREF, rnd,
                                  avoid=last_dev if what == "continue" else None)
         # Sign in on the device (profile not chosen yet on 10% of logins).
-        yield t, index, seq, Event(LOGIN, acc, {
+        yield Login(t, seq, {
             "event_id": eid + str(seq), "event_time": t, "account_id": acc,
             "profile_id": profile if rnd.random() >= 0.1 else None, "device_id": dev.id, "device_type": dev.type,
-            "country": m.country, "app_version": dev.app_version, "plan": m.plan}, t)
+            "country": m.country, "app_version": dev.app_version, "plan": m.plan})
         seq += 1
         t += rnd.randint(1_000, 15_000)
         sessions += 1
@@ -263,20 +349,9 @@ def member_events(cfg: GeneratorConfig, cat: Catalog, index: int) -> Iterator[tu
             gid = cat.game_ids[_pick(cat.game_cum, rnd)]
             sid = f"{cfg.id_prefix}s{cfg.seed}-{index}-{sessions}"
             stop = t + max(30_000, int(rnd.expovariate(1.0 / (cfg.mean_game_s * 1000))))
-            base: dict[str, Any] = {"account_id": acc, "profile_id": profile, "device_id": dev.id,
-                                    "device_type": dev.type, "game_id": gid, "session_id": sid}
-            ts, action = t, "LAUNCH"
-            while ts < end:
-                yield ts, index, seq, Event(GAMING, acc, {"event_id": eid + str(seq), "event_time": ts, **base,
-                                                         "action": action}, ts)
-                seq += 1
-                if action == "EXIT":
-                    break
-                ts += ghb_ms
-                action = "HEARTBEAT"
-                if ts >= stop:
-                    ts, action = stop, "EXIT"
-            t = stop
+            session = Session(GAMING, t, seq, stop, ghb_ms, "EXIT", eid,
+                              {"account_id": acc, "profile_id": profile, "device_id": dev.id,
+                               "device_type": dev.type, "game_id": gid, "session_id": sid})
         else:
             if what == "continue" and last_title is not None:
                 title, episode, pos = last_title, last_episode, last_pos
@@ -291,25 +366,25 @@ def member_events(cfg: GeneratorConfig, cat: Catalog, index: int) -> Iterator[tu
             watch = min(max(20_000, int(rnd.expovariate(1.0 / mean_watch_ms))), max(20_000, remaining))
             finished = watch >= remaining
             final = "STOP" if finished or rnd.random() < 0.65 else "PAUSE"
-            base = {"account_id": acc, "profile_id": profile, "device_id": dev.id,
-                    "device_type": dev.type, "title_id": title, "episode_id": episode}
             stop = t + watch
-            ts, action = t, "START"
-            while ts < end:
-                yield ts, index, seq, Event(PLAYBACK, acc, {"event_id": eid + str(seq), "event_time": ts, **base,
-                                                           "action": action, "position_ms": pos + (ts - t),
-                                                           "is_live": live}, ts)
-                seq += 1
-                if action in ("STOP", "PAUSE"):
-                    break
-                ts += hb_ms
-                action = "HEARTBEAT"
-                if ts >= stop:
-                    ts, action = stop, final
+            session = Session(PLAYBACK, t, seq, stop, hb_ms, final, eid,
+                              {"account_id": acc, "profile_id": profile, "device_id": dev.id,
+                               "device_type": dev.type, "title_id": title, "episode_id": episode}, pos, live)
             last_title, last_episode, last_dev = title, episode, dev
             last_pos = 0 if finished else pos + watch
-            t = stop
+        yield session
+        # A session cut off by the window end is the member's last: the loop below ends too.
+        seq += session.n_final + 1
+        t = session.stop
         t += rnd.randint(5_000, 60_000) if in_story else max(5_000, int(rnd.expovariate(1.0 / (cfg.mean_gap_s * 1000))))
+
+
+def member_events(cfg: GeneratorConfig, cat: Catalog, index: int) -> Iterator[tuple[int, int, int, Event]]:
+    """One member's events in time order, as ``(event_time, member index, seq, Event)`` for merging."""
+    end = cfg.start_ms + int(cfg.duration_s * 1000)
+    for seg in member_segments(cfg, cat, index):
+        for ts, seq, ev in seg.events(end):
+            yield ts, index, seq, ev
 
 
 def _make_bad(ev: Event, rnd: random.Random) -> Event:

@@ -31,11 +31,12 @@ from rdg_platform.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
-Rec = tuple[str, bytes | None, bytes, dict[str, bytes]]
+# (topic, key, value, headers, partition, Kafka timestamp ms)
+Rec = tuple[str, bytes | None, bytes, dict[str, bytes], int, int]
 
 
 def _consume_ranges(cfg: Settings, offsets: dict[tuple[str, int], list[int]], timeout_s: float = 60.0) -> list[Rec]:
-    """Every record in the given [first, last] offset ranges: (topic, key, value, headers)."""
+    """Every record in the given [first, last] offset ranges as :data:`Rec`."""
     c = Consumer({"bootstrap.servers": cfg.kafka_bootstrap, "group.id": f"rdg-test-gen-{uuid.uuid4().hex}",
                   "enable.auto.commit": False, "enable.partition.eof": False})
     c.assign([TopicPartition(t, p, first) for (t, p), (first, _last) in offsets.items()])
@@ -51,7 +52,7 @@ def _consume_ranges(cfg: Settings, offsets: dict[tuple[str, int], list[int]], ti
                 last = pending.get(tp)
                 if last is None or (m.offset() or 0) > last:
                     continue
-                out.append((tp[0], m.key(), m.value() or b"", dict(m.headers() or [])))
+                out.append((tp[0], m.key(), m.value() or b"", dict(m.headers() or []), tp[1], m.timestamp()[1]))
                 if m.offset() == last:
                     pending.pop(tp)
                     c.pause([TopicPartition(tp[0], tp[1])])
@@ -79,17 +80,21 @@ def test_consumed_events_decode_and_equal_the_deterministic_stream(
     assert summary.counts["member.playback"] > 0 and summary.counts["catalog.titles"] == 40
     with AvroSerde(cfg.registry_url) as serde:
         decoded = []
-        for topic, key, value, _h in good:
+        partition_of: dict[tuple[str, bytes], int] = {}
+        for topic, key, value, _h, partition, ts in good:
             _sid, rec = serde.decode_for_topic(topic, value)
             assert key is not None
             if topic.startswith("member."):
                 assert key.decode() == rec["account_id"]
+            # the Kafka timestamp is the event time; one key, one partition (the keyed partitioner)
+            assert ts == to_epoch_ms(rec["event_time"] if topic.startswith("member.") else rec["updated_at"])
+            assert partition_of.setdefault((topic, key), partition) == partition
             decoded.append((topic, {k: (to_epoch_ms(v) if k in ("event_time", "updated_at") else v)
                                     for k, v in rec.items()}))
         # Same seed + same start time => the same records, byte for byte.
         expected = [e for e in generate_events(gcfg) if e.bad is None]
         enc = EventEncoder(serde)
-        assert sorted(v for _t, _k, v, _h in good) == sorted(enc.value(e) for e in expected)
+        assert sorted(r[2] for r in good) == sorted(enc.value(e) for e in expected)
     exp_vals: list[tuple[str, dict[str, Any]]] = []
     for e in expected:
         assert e.value is not None
@@ -107,7 +112,7 @@ def test_bad_records_fail_with_the_intended_reason(
     assert len(bad) == sum(summary.bad.values()) > 0
     seen: Counter[str] = Counter()
     with AvroSerde(cfg.registry_url) as serde:
-        for topic, _key, value, headers in bad:
+        for topic, _key, value, headers, _p, _ts in bad:
             kind = headers[BAD_HEADER].decode()
             seen[kind] += 1
             try:

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from collections import Counter
 from pathlib import Path
 
+import fastavro
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rdg_platform.generator import (
     BAD_KINDS,
     EXPECTED_REASON,
     Event,
+    EventEncoder,
     GeneratorConfig,
     build_catalog,
     generate_events,
     make_member,
 )
+from rdg_platform.generator.encoded import encoded_batches, worker_batches
 from rdg_platform.generator.journeys import MEMBER_TOPICS, REQUIRED_STRINGS
 from rdg_platform.model import BadEventError, default_spec, map_event
+from rdg_platform.serde import HEADER, AvroSerde, _compile_encoder, fields_encoder
 
 BASE = 1_767_225_600_000
 
@@ -226,3 +233,100 @@ def test_cli_help_and_dry_run() -> None:
     assert res.exit_code == 0, res.output
     assert "catalog.titles" in res.output and "1767225600000" in res.output
     assert Path(__file__).exists()
+
+
+# --- the encoded stream of `rdg generate` (no Kafka, no registry: schema ids are installed directly) ---
+
+def _serde() -> AvroSerde:
+    spec = default_spec()
+    serde = AvroSerde("http://127.0.0.1:1/never-called", schemas={t: s.schema for t, s in spec.sources.items()})
+    for i, (t, s) in enumerate(spec.sources.items()):
+        serde._install_writer(t, s.schema, 101 + i)  # as register_all would, without a registry
+    return serde
+
+
+def _reference(cfg: GeneratorConfig, serde: AvroSerde) -> list[tuple[str, bytes, bytes, int, object]]:
+    enc = EventEncoder(serde)
+    return [(e.topic, enc.value(e), e.key.encode(), e.timestamp_ms, e.headers) for e in generate_events(cfg)]
+
+
+def _encoded(cfg: GeneratorConfig, serde: AvroSerde, *, worker: bool = False
+             ) -> tuple[list[tuple[str, bytes, bytes | None, int, object]], Counter[str], Counter[tuple[str, str]]]:
+    counts: Counter[str] = Counter()
+    bad: Counter[tuple[str, str]] = Counter()
+    make = worker_batches if worker else encoded_batches
+    recs = [(r[0], r[1], r[2], r[3], r[4]) for b in make(cfg, serde, counts, bad) for r in b]
+    return recs, counts, bad
+
+
+def _check_same(cfg: GeneratorConfig, serde: AvroSerde, *, worker: bool = False) -> int:
+    ref = _reference(cfg, serde)
+    got, counts, bad = _encoded(cfg, serde, worker=worker)
+    assert got == ref  # same records, byte for byte, in the same order
+    assert counts == Counter(r[0] for r in ref if r[4] is None)
+    assert bad == Counter((r[0], r[4][0][1].decode()) for r in ref if r[4])  # type: ignore[index]
+    return len(ref)
+
+
+@pytest.mark.parametrize("kw", [
+    {"members": 200, "seed": 1, "duration_s": 1800.0},
+    {"members": 50, "seed": 3, "duration_s": 900.0, "bad_fraction": 0.05},
+    {"members": 40, "seed": 3, "duration_s": 900.0, "max_events": 1234, "bad_fraction": 0.1},
+    {"members": 40, "seed": 3, "duration_s": 900.0, "max_events": 999, "include_catalog": False},
+    {"members": 3, "seed": 9, "duration_s": 36_000.0, "heartbeat_s": 3.3, "game_heartbeat_s": 7.7},
+    {"members": 5, "seed": 2, "duration_s": 600.0, "start_ms": 0},  # times outside the inlined varints
+    {"members": 5, "seed": 2, "duration_s": 600.0, "id_prefix": "ü-🎬-"},
+])
+def test_encoded_stream_is_the_reference_stream(kw: dict[str, object]) -> None:
+    cfg = GeneratorConfig(**{"start_ms": BASE, **kw})  # type: ignore[arg-type]
+    assert _check_same(cfg, _serde()) > 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(members=st.integers(1, 30), seed=st.integers(0, 10_000), duration_s=st.floats(1.0, 7200.0),
+       start_ms=st.integers(-(1 << 40), 1 << 42), bad_fraction=st.sampled_from([0.0, 0.02, 0.3]),
+       heartbeat_s=st.sampled_from([1.0, 5.0, 12.5]), max_events=st.one_of(st.none(), st.integers(0, 3000)))
+def test_encoded_stream_matches_reference_for_any_config(members: int, seed: int, duration_s: float, start_ms: int,
+                                                         bad_fraction: float, heartbeat_s: float,
+                                                         max_events: int | None) -> None:
+    """Spliced heartbeats, window merge, bad records and the cap agree with generate_events +
+    EventEncoder (itself byte-identical to fastavro, tests/unit/test_serde.py) for any config."""
+    cfg = GeneratorConfig(members=members, seed=seed, duration_s=duration_s, start_ms=start_ms, titles=30, games=5,
+                          bad_fraction=bad_fraction, heartbeat_s=heartbeat_s, max_events=max_events)
+    _check_same(cfg, _SERDE)
+
+
+_SERDE = _serde()
+
+
+def test_spliced_values_decode_with_fastavro() -> None:
+    """Independent of the serde's encoder: every spliced value is the fastavro encoding of its Event."""
+    spec = default_spec()
+    cfg = GeneratorConfig(members=20, seed=4, start_ms=BASE, duration_s=900.0)
+    serde = _serde()
+    got, _c, _b = _encoded(cfg, serde)
+    for (topic, value, _k, _ts, _h), ev in zip(got, generate_events(cfg), strict=True):
+        assert ev.value is not None
+        bio = io.BytesIO()
+        fastavro.schemaless_writer(bio, fastavro.parse_schema(dict(spec.sources[ev.topic].schema)), ev.value)
+        assert topic == ev.topic and value == HEADER.pack(0, serde.schema_id(topic)) + bio.getvalue()
+
+
+def test_worker_process_stream_is_the_same() -> None:
+    cfg = GeneratorConfig(members=60, seed=5, start_ms=BASE, duration_s=1200.0, bad_fraction=0.03)
+    assert _check_same(cfg, _serde(), worker=True) > 1000
+
+
+def test_fields_encoder_is_part_of_the_record_body() -> None:
+    schema = dict(default_spec().sources["member.playback"].schema)
+    rec = {"event_id": "e1", "event_time": BASE, "account_id": "a", "profile_id": "p", "device_id": "d",
+           "device_type": "TV", "title_id": "t", "episode_id": None, "action": "HEARTBEAT", "position_ms": 5000,
+           "is_live": True}
+    names = [f["name"] for f in schema["fields"]]
+    body = _compile_encoder(schema, b"")(rec)
+    parts = b"".join(fields_encoder(schema, [n])(rec) for n in names)
+    assert parts == body
+    assert fields_encoder(schema, names[2:8])(rec) + fields_encoder(schema, names[8:])(rec) == body[len(
+        fields_encoder(schema, names[:2])(rec)):]
+    with pytest.raises(ValueError):
+        fields_encoder(schema, ["account_id", "title_id"])  # not a contiguous run
