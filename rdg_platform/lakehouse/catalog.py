@@ -6,6 +6,12 @@ the same two tables (``iceberg_tables`` with the v1 ``iceberg_type`` column, and
 by the other. SQLite under the state directory by default (no server to run); Postgres in
 production by configuration. The warehouse is a local directory by default, an object store
 (``s3://...`` plus ``s3.*`` properties) by configuration.
+
+Those two production settings are configuration only and untested here, and each needs a driver the
+default install does not ship: Postgres needs a SQLAlchemy driver for pyiceberg (the
+``pyiceberg[sql-postgres]`` extra, psycopg2) and ``org.postgresql:postgresql`` on Spark's classpath;
+an ``s3://`` warehouse needs ``org.apache.iceberg:iceberg-aws-bundle`` for Spark's S3FileIO
+(pyiceberg's pyarrow FileIO reads the same ``s3.*`` properties).
 """
 
 from __future__ import annotations

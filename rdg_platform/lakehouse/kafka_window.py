@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
 
@@ -49,6 +50,26 @@ class WindowRecord:
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
+
+
+@dataclass
+class WindowBatch:
+    """Records of a window read, column by column: the archive turns each column into one Arrow
+    array (and decodes all values at once) instead of walking per-record objects."""
+
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    values: list[bytes | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @classmethod
+    def from_records(cls, records: Sequence[WindowRecord]) -> WindowBatch:
+        return cls([r.partition for r in records], [r.offset for r in records],
+                   [r.timestamp_ms for r in records], [r.key for r in records], [r.value for r in records])
 
 
 @dataclass
@@ -90,11 +111,11 @@ def _consumer(bootstrap: str, extra: dict[str, Any] | None) -> Consumer:
     return Consumer(conf)
 
 
-def read_window(bootstrap: str, topic: str, start_ms: int, end_ms: int, *, batch_size: int = 5000,
+def read_window(bootstrap: str, topic: str, start_ms: int, end_ms: int, *, batch_size: int = 50_000,
                 timeout_s: float = 60.0, max_lateness_ms: int | None = None,
                 consumer_config: dict[str, Any] | None = None,
-                result: WindowRead | None = None) -> Iterator[list[WindowRecord]]:
-    """Yield batches of the records of ``topic`` with ``start_ms <= timestamp < end_ms``.
+                result: WindowRead | None = None) -> Iterator[WindowBatch]:
+    """Yield batches (columnar) of the records of ``topic`` with ``start_ms <= timestamp < end_ms``.
 
     ``result`` (optional) is filled with per-partition offset ranges and byte counts as reading goes.
     Raises :class:`KafkaReadError` when the bounds cannot be reached within ``timeout_s``.
@@ -128,8 +149,10 @@ def read_window(bootstrap: str, topic: str, start_ms: int, end_ms: int, *, batch
             return
         c.assign(assign)
         pending = {tp.partition for tp in assign}
-        batch: list[WindowRecord] = []
+        last = {p: r.end_offset - 1 for p, r in res.ranges.items()}
+        kept: list[tuple[int, int, int, bytes | None, bytes | None]] = []
         deadline = time.monotonic() + timeout_s
+        eof = KafkaError._PARTITION_EOF
         while pending:
             msgs = c.consume(num_messages=min(batch_size, 10000), timeout=1.0)
             if not msgs:
@@ -142,40 +165,56 @@ def read_window(bootstrap: str, topic: str, start_ms: int, end_ms: int, *, batch
                         pending.discard(tp.partition)
                 continue
             deadline = time.monotonic() + timeout_s
+            # The hot loop of the whole read: locals only, one tuple per kept record; per-partition
+            # counts and byte totals are computed per batch in _take_batch.
+            keep = kept.append
+            scanned = 0
             for m in msgs:
                 p = m.partition()
                 err = m.error()
                 if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
+                    if err.code() == eof:
                         pending.discard(p)
                         continue
                     raise KafkaReadError(f"error reading {topic}[{p}]: {err}")
                 if p not in pending:
                     continue
-                rng = res.ranges[p]
                 off = m.offset()
-                if off >= rng.end_offset:
+                if off > last[p]:
                     pending.discard(p)
                     c.pause([TopicPartition(topic, p)])
                     continue
-                res.scanned += 1
-                _tstype, ts = m.timestamp()
+                scanned += 1
+                ts = m.timestamp()[1]
                 if start_ms <= ts < end_ms:
-                    val = m.value()
-                    res.bytes_read += len(val or b"") + len(m.key() or b"")
-                    rng.records += 1
-                    rng.min_offset = off if rng.min_offset is None else min(rng.min_offset, off)
-                    rng.max_offset = off if rng.max_offset is None else max(rng.max_offset, off)
-                    batch.append(WindowRecord(p, off, ts, m.key(), val))
-                if off >= rng.end_offset - 1:
+                    keep((p, off, ts, m.key(), m.value()))
+                if off == last[p]:
                     pending.discard(p)
                     c.pause([TopicPartition(topic, p)])
-            if len(batch) >= batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+            res.scanned += scanned
+            if len(kept) >= batch_size:
+                yield _take_batch(kept, res)
+                kept = []
+        if kept:
+            yield _take_batch(kept, res)
     except KafkaException as exc:
         raise KafkaReadError(f"Kafka error reading {topic}: {exc}") from exc
     finally:
         c.close()
+
+
+def _take_batch(kept: list[tuple[int, int, int, bytes | None, bytes | None]], res: WindowRead) -> WindowBatch:
+    """Transpose kept records into a :class:`WindowBatch` and account them in ``res``."""
+    batch = WindowBatch([k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept],
+                        [k[3] for k in kept], [k[4] for k in kept])
+    res.bytes_read += (sum(len(v) for v in batch.values if v is not None)
+                       + sum(len(k) for k in batch.keys if k is not None))
+    parts, offs = np.asarray(batch.partitions), np.asarray(batch.offsets)
+    for p in np.unique(parts).tolist():
+        sel = offs[parts == p]
+        rng = res.ranges[p]
+        rng.records += len(sel)
+        lo, hi = int(sel.min()), int(sel.max())
+        rng.min_offset = lo if rng.min_offset is None else min(rng.min_offset, lo)
+        rng.max_offset = hi if rng.max_offset is None else max(rng.max_offset, hi)
+    return batch

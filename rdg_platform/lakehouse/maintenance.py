@@ -2,9 +2,11 @@
 
 Iceberg: expire old snapshots (keeping the newest few, so time travel and concurrent readers still
 work), compact partitions with many small files (each hour's files rewritten as one by an
-``overwrite`` filtered on that hour: one atomic commit, data unchanged), and drop archive hours older
-than the retention. Cassandra: make every namespace table's ``default_time_to_live`` and compaction
-match the spec (ALTER only what differs: idempotent), and report TTL/tombstone health.
+``overwrite`` filtered on that hour: one atomic commit, data unchanged), drop archive hours older
+than the retention, and delete orphan files (under a table's location, referenced by no remaining
+snapshot or metadata file, e.g. data files of expired snapshots) older than a safety age.
+Cassandra: make every namespace table's ``default_time_to_live`` and compaction match the spec
+(ALTER only what differs: idempotent), and report TTL/tombstone health.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cassandra.cluster import Session
+from pyarrow.fs import FileSelector, FileType
 from pyiceberg.expressions import LessThan
+from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import Table
 
 from rdg_platform.lakehouse.archive import replace_window
@@ -91,6 +95,75 @@ def drop_older_than(table: Table, retention: timedelta, now: datetime | None = N
     if n:
         table.delete(delete_filter=flt)
     return n
+
+
+@dataclass
+class OrphanFilesResult:
+    """Files under a table's location that no snapshot or metadata file references."""
+
+    files_scanned: int = 0
+    referenced: int = 0
+    deleted: list[str] = field(default_factory=list)  # or, in a dry run, that would be deleted
+    bytes_deleted: int = 0
+    kept_too_recent: int = 0  # unreferenced but younger than the safety age (maybe a write in flight)
+
+
+def _location_path(location: str) -> str:
+    """A location as the table's pyarrow filesystem names it (``/abs/path`` locally, ``bucket/key`` on
+    S3), so URIs from metadata and paths from a listing compare equal."""
+    return PyArrowFileIO.parse_location(location)[2]
+
+
+def referenced_files(table: Table) -> set[str]:
+    """Every file the table's current metadata can reach: metadata files (current and logged),
+    manifest lists, manifests and data/delete files of *all* remaining snapshots, statistics files."""
+    meta = table.metadata
+    refs = {table.metadata_location, *(e.metadata_file for e in meta.metadata_log)}
+    refs |= {s.manifest_list for s in table.snapshots() if s.manifest_list}
+    refs |= {st.statistics_path for st in meta.statistics}
+    refs |= {st.statistics_path for st in meta.partition_statistics}
+    if table.snapshots():
+        refs |= set(table.inspect.all_manifests().column("path").to_pylist())
+        refs |= set(table.inspect.all_files().column("file_path").to_pylist())
+    return {_location_path(r) for r in refs}
+
+
+def remove_orphan_files(table: Table, older_than: timedelta = timedelta(days=3), *, now: datetime | None = None,
+                        dry_run: bool = False) -> OrphanFilesResult:
+    """Delete files under the table's location that no remaining snapshot or metadata references
+    (data files of expired snapshots, superseded metadata, leftovers of failed writes).
+
+    pyiceberg 0.12 has no orphan-file action (``Table.maintenance`` only expires snapshots, and
+    expiring does not delete files), so this lists the location with the table's own pyarrow
+    filesystem and diffs it against :func:`referenced_files`. The listing is taken *before* the
+    references are read, so a file committed in between counts as referenced; files younger than
+    ``older_than`` are never deleted, because a writer that has written but not yet committed them
+    would otherwise lose them (Iceberg's own DeleteOrphanFiles defaults to 3 days for that reason).
+    """
+    io = table.io
+    if not isinstance(io, PyArrowFileIO):
+        raise TypeError(f"orphan-file cleanup needs pyiceberg's PyArrowFileIO, the table uses {type(io).__name__}")
+    scheme, netloc, root = PyArrowFileIO.parse_location(table.location())
+    fs = io.fs_by_scheme(scheme, netloc)
+    listing = [f for f in fs.get_file_info(FileSelector(root, recursive=True, allow_not_found=True))
+               if f.type == FileType.File]
+    table.refresh()
+    refs = referenced_files(table)
+    cutoff = (now or datetime.now(tz=UTC)) - older_than
+    res = OrphanFilesResult(files_scanned=len(listing))
+    for info in listing:
+        if info.path in refs:
+            res.referenced += 1
+            continue
+        mtime = info.mtime
+        if mtime is None or (mtime if mtime.tzinfo else mtime.replace(tzinfo=UTC)) >= cutoff:
+            res.kept_too_recent += 1
+            continue
+        res.deleted.append(info.path)
+        res.bytes_deleted += int(info.size or 0)
+        if not dry_run:
+            fs.delete_file(info.path)
+    return res
 
 
 # ---------------------------------------------------------------------------------- Cassandra

@@ -30,7 +30,7 @@ from rdg_platform.kv.testing import isolated_spec, unique_keyspace
 from rdg_platform.lakehouse import versions
 from rdg_platform.lakehouse.archive import read_archive
 from rdg_platform.lakehouse.backfill import build_lookup
-from rdg_platform.lakehouse.maintenance import data_files_per_hour
+from rdg_platform.lakehouse.maintenance import data_files_per_hour, referenced_files
 from rdg_platform.lakehouse.testing import SourceEvent, generate_events
 from rdg_platform.model import GraphSpec, map_event
 from rdg_platform.resources import CassandraResource, IcebergCatalogResource, KafkaResource, SparkResource
@@ -146,6 +146,55 @@ def test_archive_schema_follows_avro(archived: dict[str, Any], iceberg: IcebergC
         cols = {f.name for f in table.schema().fields}
         assert set(src.field_names) <= cols
         assert [f.name for f in table.spec().fields] == ["kafka_ts_hour"]
+
+
+def test_bulk_avro_decode_matches_decode_for_topic_and_evolves(services: object, cfg: Settings,
+                                                               tmp_path: Path) -> None:
+    """The archive's bulk decoder against the real registry: same rows and the same bad-record reasons
+    as AvroSerde.decode_for_topic record by record, and a newer writer schema evolves the table."""
+    import struct
+
+    from rdg_platform.lakehouse.archive import archive_records
+    from rdg_platform.lakehouse.catalog import CatalogConfig
+    from rdg_platform.lakehouse.decoding import AvroTopicDecoder
+    from rdg_platform.lakehouse.kafka_window import WindowRecord
+    from rdg_platform.serde import AvroSerde, DecodeError
+
+    spec = isolated_spec("unused", cfg)
+    topic = f"lk-bulk-{uuid.uuid4().hex[:8]}"
+    v1 = dict(spec.sources["member.login"].schema)
+    v2 = {**v1, "fields": [*v1["fields"], {"name": "ab_cell", "type": ["null", "string"], "default": None}]}
+    evs = [e.value for e in generate_events(HOUR_MS, 12, 6, prefix=PREFIX) if e.topic == "member.login"]
+    with AvroSerde(cfg.registry_url, schemas={topic: v1}) as s1, AvroSerde(cfg.registry_url, schemas={topic: v2}) as s2:
+        good = [s1.encode(topic, e) for e in evs] + [s2.encode(topic, {**e, "ab_cell": "B"}) for e in evs[:5]]
+        other_id = s1.schema_id("member.playback")  # registered, but not under this topic's subject
+        values = good + [good[0][:-3], good[1] + b"\x00", b"\x01" + good[2][1:], b"\x00\x00",
+                         struct.pack(">bI", 0, 2**31 - 7) + good[3][5:], struct.pack(">bI", 0, other_id) + good[3][5:]]
+        expected_bad: Counter[str] = Counter()
+        expected_rows = []
+        for v in values:
+            try:
+                expected_rows.append(s1.decode_for_topic(topic, v))
+            except DecodeError as exc:
+                expected_bad[exc.reason] += 1
+        got = AvroTopicDecoder(s1, topic).decode_values(values)
+        assert got.bad == expected_bad and sum(expected_bad.values()) == 6
+        rows = [(g.schema_id, r) for g in got.groups for r in (g.events if isinstance(g.events, list)
+                                                                 else g.events.to_pylist())]
+        order = [int(i) for g in got.groups for i in g.rows]
+        assert sorted(order) == order or len(got.groups) > 1
+        by_index = dict(zip(order, rows, strict=True))
+        assert [by_index[i] for i in sorted(by_index)] == expected_rows
+        cat = CatalogConfig.local(tmp_path).load()
+        recs = [WindowRecord(0, i, HOUR_MS + i, None, v) for i, v in enumerate(values)]
+        recs.append(WindowRecord(0, len(values), HOUR_MS, b"k", None))
+        res = archive_records(cat, topic, v1, AvroTopicDecoder(s1, topic), [recs], HOUR_MS, HOUR_MS + 3_600_000,
+                              writer_schema=s1.schema_for_id)
+        assert res.rows == len(good) and res.added_columns == ["ab_cell"]
+        assert res.undecodable == {**expected_bad, "tombstone": 1}
+        data = read_archive(cat, topic).sort_by("kafka_offset")
+        assert data.column("ab_cell").to_pylist() == [None] * len(evs) + ["B"] * 5
+        assert data.column("event_id").to_pylist() == [e["event_id"] for e in evs] + [e["event_id"] for e in evs[:5]]
 
 
 @pytest.fixture(scope="module")
@@ -264,13 +313,21 @@ def test_maintenance_compacts_and_expires_with_equal_data(archived: dict[str, An
     plays = live.namespaces["edge.plays"]
     session.execute(f"ALTER TABLE {live_ks}.{plays.table} WITH default_time_to_live = 5")
     try:
-        res = materialize([*maint_assets.assets, *maint_assets.asset_checks], resources=_resources(iceberg, live_ks))
+        orphans_cfg = {"ops": {"maintenance__iceberg_remove_orphan_files": {"config": {"min_age_hours": 0}}}}
+        res = materialize([*maint_assets.assets, *maint_assets.asset_checks], resources=_resources(iceberg, live_ks),
+                          run_config=orphans_cfg)
         assert res.success
+        orphan_meta = next(e.step_materialization_data.materialization.metadata
+                           for e in res.get_asset_materialization_events()
+                           if e.asset_key.path[-1] == "iceberg_remove_orphan_files")
+        assert orphan_meta["tables"].value["member.gaming"]["orphans_deleted"] > 0  # the files compaction replaced
         table.refresh()
         assert data_files_per_hour(table)[hour] == 1
         assert len(table.snapshots()) < snaps_before
         after = read_archive(cat, "member.gaming", lo, hi).sort_by(ORDER)
         assert after.to_pylist() == before.to_pylist()
+        root = Path(table.location().removeprefix("file://"))
+        assert {str(p) for p in root.rglob("*") if p.is_file()} == referenced_files(table)
         ttl = session.execute("SELECT default_time_to_live FROM system_schema.tables WHERE keyspace_name = %s "
                               "AND table_name = %s", (live_ks, plays.table)).one()[0]
         assert ttl == plays.ttl_s

@@ -182,3 +182,155 @@ def test_dagster_domains_load() -> None:
     assert {"archive/member_login", "archive/catalog_games", "graph/backfill",
             "maintenance/cassandra_namespace_settings"} <= keys
     assert defs.resolve_job_def("rebuild_namespace_job") is not None
+
+
+# ------------------------------------------------------------------ columnar Avro decode (archive)
+_ALL_TYPES_SCHEMA: dict[str, Any] = {
+    "type": "record", "name": "AllTypes", "fields": [
+        {"name": "s", "type": "string"}, {"name": "i", "type": "int"}, {"name": "l", "type": "long"},
+        {"name": "f", "type": "float"}, {"name": "d", "type": "double"}, {"name": "b", "type": "boolean"},
+        {"name": "raw", "type": "bytes"}, {"name": "fx", "type": {"type": "fixed", "name": "F3", "size": 3}},
+        {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B", "C"]}},
+        {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "tus", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        {"name": "ns", "type": ["null", "string"], "default": None},
+        {"name": "sn", "type": ["long", "null"]},
+        {"name": "ls", "type": {"type": "array", "items": "long"}},
+        {"name": "ss", "type": {"type": "array", "items": ["null", "string"]}},
+    ]}
+
+
+def _encode_bodies(schema: dict[str, Any], records: list[dict[str, Any]]) -> list[bytes]:
+    import io
+
+    import fastavro
+
+    parsed = fastavro.parse_schema(schema)
+    out = []
+    for r in records:
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, r)
+        out.append(buf.getvalue())
+    return out
+
+
+def _fastavro_or_none(schema: dict[str, Any], body: bytes) -> dict[str, Any] | None:
+    """fastavro's record for ``body``, or None if it fails or leaves bytes over (the serde's rules)."""
+    import io
+
+    import fastavro
+
+    bio = io.BytesIO(body)
+    try:
+        rec = fastavro.schemaless_reader(bio, fastavro.parse_schema(schema), None)
+    except Exception:
+        return None
+    return rec if bio.tell() == len(body) and isinstance(rec, dict) else None
+
+
+def _columnar(schema: dict[str, Any], bodies: list[bytes]) -> tuple[list[dict[str, Any]], list[bool]]:
+    import pyarrow as pa
+
+    from rdg_platform.lakehouse.avro_columns import concat_bodies, decode_columns
+
+    buf, starts, ends = concat_bodies(bodies)
+    batch = decode_columns(schema, buf, starts, ends)
+    ok = batch.ok.tolist()
+    accepted = iter(pa.table(batch.columns).filter(pa.array(ok)).to_pylist())  # flagged rows hold garbage
+    return [next(accepted) if a else {} for a in ok], ok
+
+
+def _random_record(rnd: random.Random) -> dict[str, Any]:
+    def text() -> str:
+        return "".join(rnd.choice("ab\u00e9\u4e2d\U0001f600 ") for _ in range(rnd.randrange(0, 12)))
+
+    return {
+        "s": text(), "i": rnd.choice([0, -1, 2**31 - 1, -(2**31), rnd.randrange(-1000, 1000)]),
+        "l": rnd.choice([0, -1, 2**63 - 1, -(2**63), rnd.randrange(-(2**40), 2**40)]),
+        "f": rnd.choice([0.0, 1.5, -2.25]), "d": rnd.uniform(-1e9, 1e9), "b": rnd.random() < 0.5,
+        "raw": rnd.randbytes(rnd.randrange(0, 6)), "fx": rnd.randbytes(3), "e": rnd.choice("ABC"),
+        "ts": datetime.fromtimestamp(rnd.randrange(0, 2**41) / 1000, tz=UTC),
+        "tus": datetime.fromtimestamp(rnd.randrange(0, 2**50) / 1e6, tz=UTC),
+        "ns": rnd.choice([None, text()]), "sn": rnd.choice([None, rnd.randrange(-5, 5)]),
+        "ls": [rnd.randrange(-(2**33), 2**33) for _ in range(rnd.randrange(0, 5))],
+        "ss": [rnd.choice([None, text()]) for _ in range(rnd.randrange(0, 4))],
+    }
+
+
+def test_columnar_decode_equals_fastavro_on_valid_records() -> None:
+    rnd = random.Random(11)
+    records = [_random_record(rnd) for _ in range(400)]
+    bodies = _encode_bodies(_ALL_TYPES_SCHEMA, records)
+    got, ok = _columnar(_ALL_TYPES_SCHEMA, bodies)
+    assert all(ok)
+    assert got == [_fastavro_or_none(_ALL_TYPES_SCHEMA, b) for b in bodies]
+    spec = default_spec()
+    for topic, src in spec.sources.items():  # the real source schemas, with generated events
+        evs = [e.value for e in generate_events(H, 30, 8) if e.topic == topic]
+        bodies = _encode_bodies(dict(src.schema), evs)
+        got, ok = _columnar(dict(src.schema), bodies)
+        assert all(ok) and got == [_fastavro_or_none(dict(src.schema), b) for b in bodies], topic
+
+
+def test_columnar_decode_flags_every_record_it_cannot_decode_exactly() -> None:
+    """Corrupted bodies (truncated, extended, bytes flipped): an accepted record always equals
+    fastavro's decode of it with no bytes left over; flagged ones go to fastavro in the archive."""
+    rnd = random.Random(5)
+    good = _encode_bodies(_ALL_TYPES_SCHEMA, [_random_record(rnd) for _ in range(300)])
+    bodies = []
+    for b in good:
+        kind = rnd.randrange(4)
+        if kind == 0 and b:
+            b = b[: rnd.randrange(len(b))]
+        elif kind == 1:
+            b = b + rnd.randbytes(rnd.randrange(1, 4))
+        elif kind == 2 and b:
+            pos = rnd.randrange(len(b))
+            b = b[:pos] + bytes([rnd.randrange(256)]) + b[pos + 1:]
+        bodies.append(b)
+    bodies += [b"", b"\xff" * 12, b"\x02"]
+    got, ok = _columnar(_ALL_TYPES_SCHEMA, bodies)
+    assert 0 < sum(ok) < len(bodies)
+    for body, rec, accepted in zip(bodies, got, ok, strict=True):
+        if accepted:
+            assert rec == _fastavro_or_none(_ALL_TYPES_SCHEMA, body)
+
+
+def test_columnar_decode_rejects_uncovered_schemas() -> None:
+    from rdg_platform.lakehouse.avro_columns import UnsupportedSchemaError, check_supported
+
+    for t in ({"type": "map", "values": "string"}, ["null", "string", "long"],
+              {"type": "record", "name": "N", "fields": []}, {"type": "int", "logicalType": "date"}):
+        with pytest.raises(UnsupportedSchemaError):
+            check_supported({"type": "record", "name": "R", "fields": [{"name": "x", "type": t}]})
+    check_supported(_ALL_TYPES_SCHEMA)
+
+
+# ------------------------------------------------------------------------------- orphan files
+def test_remove_orphan_files_after_expiry_keeps_data_and_recent_files(tmp_path: Path) -> None:
+    cat = CatalogConfig.local(tmp_path).load()
+    events = generate_events(H, 6, 6)
+    for _ in range(3):  # each re-archive replaces the hour's files: the old ones stay on disk
+        _archive_all(cat, events, H, H + 3_600_000)
+    table = cat.load_table("archive.member_playback")
+    before = table.scan().to_arrow().sort_by("kafka_offset")
+    root = Path(table.location().removeprefix("file://"))
+    assert m.remove_orphan_files(table, timedelta(0)).deleted == []  # nothing expired yet: all referenced
+    assert m.expire_snapshots(table, keep_last=1, older_than=timedelta(0)) > 0
+    table.refresh()
+    in_flight = root / "data" / "in-flight-write.parquet"  # a writer's file not committed yet
+    in_flight.write_bytes(b"PAR1")
+    files_before = {p for p in root.rglob("*") if p.is_file()}
+    dry = m.remove_orphan_files(table, timedelta(0), now=datetime.now(tz=UTC) + timedelta(seconds=5), dry_run=True)
+    assert dry.deleted and {p for p in root.rglob("*") if p.is_file()} == files_before
+    kept = m.remove_orphan_files(table, timedelta(hours=1))
+    assert kept.deleted == [] and kept.kept_too_recent == len(dry.deleted)
+    res = m.remove_orphan_files(table, timedelta(0), now=datetime.now(tz=UTC) + timedelta(seconds=5))
+    assert sorted(res.deleted) == sorted(dry.deleted) and str(in_flight) in res.deleted
+    assert any(p.endswith(".parquet") for p in res.deleted) and any(".avro" in p for p in res.deleted)
+    assert res.bytes_deleted > 0
+    left = {str(p) for p in root.rglob("*") if p.is_file()}
+    assert left == m.referenced_files(table)  # exactly the referenced files remain
+    fresh = cat.load_table("archive.member_playback")
+    assert fresh.scan().to_arrow().sort_by("kafka_offset").to_pylist() == before.to_pylist()
+    assert m.remove_orphan_files(fresh, timedelta(0)).deleted == []

@@ -2,8 +2,9 @@
 
 One asset per source topic, partitioned by hour (UTC). Materialising hour H reads exactly the Kafka
 records whose timestamps fall in H (``offsets_for_times`` lower bound, see
-:mod:`rdg_platform.lakehouse.kafka_window`), decodes them with the project's AvroSerde, and replaces
-H in the table in one Iceberg commit. Re-running an hour never duplicates; an embedded check verifies
+:mod:`rdg_platform.lakehouse.kafka_window`), decodes them in bulk with the project's AvroSerde
+(column-wise into Arrow, :mod:`rdg_platform.lakehouse.decoding`), and replaces H in the table in one
+Iceberg commit. Re-running an hour never duplicates; an embedded check verifies
 that (partition, offset) is unique in the hour and that the row count equals what Kafka returned.
 """
 
@@ -27,8 +28,8 @@ from dagster import (
     define_asset_job,
 )
 
-from rdg_platform.lakehouse.archive import archive_identifier, archive_records, read_archive
-from rdg_platform.lakehouse.kafka_window import WindowRead, hour_window, read_window
+from rdg_platform.lakehouse.archive import archive_identifier, archive_window, read_archive
+from rdg_platform.lakehouse.kafka_window import hour_window
 from rdg_platform.lakehouse.schema import table_name_for_topic
 from rdg_platform.resources import CassandraResource, IcebergCatalogResource, KafkaResource
 
@@ -65,21 +66,15 @@ def build_archive_asset(topic: str, partitions_def: HourlyPartitionsDefinition =
     )
     def _archive(context: AssetExecutionContext, kafka: KafkaResource,
                  iceberg: IcebergCatalogResource, cassandra: CassandraResource) -> MaterializeResult:
-        from rdg_platform.serde import DecodeError
-
         start, end = context.partition_time_window
         start_ms, end_ms = hour_window(start, end)
         source = cassandra.spec().sources[topic]
-        serde = kafka.serde()
         catalog = iceberg.catalog()
-        window = WindowRead(topic, start_ms, end_ms)
-        batches = read_window(kafka.bootstrap(), topic, start_ms, end_ms, timeout_s=kafka.read_timeout_s,
-                              max_lateness_ms=kafka.max_lateness_ms, consumer_config=kafka.consumer_config(),
-                              result=window)
-        res = archive_records(catalog, topic, source.schema, lambda b: serde.decode_for_topic(topic, b),
-                              batches, start_ms, end_ms, decode_errors=(DecodeError,),
-                              writer_schema=kafka.writer_schema, window=window,
-                              namespace=iceberg.archive_namespace)
+        with kafka.serde() as serde:
+            res, window = archive_window(catalog, topic, source.schema, serde, kafka.bootstrap(), start_ms, end_ms,
+                                         timeout_s=kafka.read_timeout_s, max_lateness_ms=kafka.max_lateness_ms,
+                                         consumer_config=kafka.consumer_config(),
+                                         writer_schema=kafka.writer_schema, namespace=iceberg.archive_namespace)
         context.log.info(f"{topic} {context.partition_key}: {res.rows} rows archived, "
                          f"{res.undecodable_total} undecodable skipped, scanned {res.scanned} records")
         check = _check_hour(catalog, topic, start_ms, end_ms, window.records - res.undecodable_total,

@@ -1,6 +1,7 @@
 """Maintenance (TTL-compaction) of the lakehouse and of the graph namespaces, as daily assets.
 
-Iceberg: expire snapshots, compact small files, drop archive hours past the retention.
+Iceberg: expire snapshots, compact small files, drop archive hours past the retention, then delete
+the orphan files expiry leaves behind (older than a safety age; pyiceberg 0.12 has no such action).
 Cassandra: make every namespace's tables (the active blue/green version) carry the spec's
 ``default_time_to_live`` and compaction (TWCS for edges with a TTL), idempotently; a check reports
 TTL/compaction drift and tombstones per read.
@@ -16,6 +17,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetSelection,
+    Config,
     MaterializeResult,
     MetadataValue,
     ScheduleDefinition,
@@ -23,6 +25,7 @@ from dagster import (
     asset_check,
     define_asset_job,
 )
+from pydantic import Field
 from pyiceberg.exceptions import NoSuchTableError
 
 from rdg_platform.assets.archive import SOURCE_TOPICS, archive_asset_key
@@ -89,6 +92,36 @@ def iceberg_expire_snapshots(context: AssetExecutionContext, iceberg: IcebergCat
     return MaterializeResult(metadata={"expired": MetadataValue.json(expired)})
 
 
+class OrphanFilesConfig(Config):  # type: ignore[misc]
+    """Run config of the orphan-file cleanup."""
+
+    min_age_hours: float = Field(
+        default=72.0, description="only files older than this are deleted: a write in flight (files written, "
+                                  "commit pending) must never lose its files")
+    dry_run: bool = Field(default=False, description="report what would be deleted, delete nothing")
+
+
+@asset(key=AssetKey(["maintenance", "iceberg_remove_orphan_files"]), group_name=GROUP,
+       deps=[AssetKey(["maintenance", "iceberg_expire_snapshots"])], kinds={"iceberg"},
+       description="Deletes files under each archive table's location that no remaining snapshot or metadata "
+                   "file references (data files of expired snapshots, superseded metadata, leftovers of failed "
+                   "writes), if older than min_age_hours.")
+def iceberg_remove_orphan_files(context: AssetExecutionContext, config: OrphanFilesConfig,
+                                iceberg: IcebergCatalogResource) -> MaterializeResult:
+    per_table = {}
+    total = 0
+    for topic, table in _tables(iceberg):
+        r = m.remove_orphan_files(table, timedelta(hours=config.min_age_hours), dry_run=config.dry_run)
+        total += len(r.deleted)
+        per_table[topic] = {"files_scanned": r.files_scanned, "referenced": r.referenced,
+                            "orphans_deleted": len(r.deleted), "bytes_deleted": r.bytes_deleted,
+                            "kept_too_recent": r.kept_too_recent}
+        context.log.info(f"{topic}: {'would delete' if config.dry_run else 'deleted'} {len(r.deleted)} orphan "
+                         f"files ({r.bytes_deleted} bytes); {r.kept_too_recent} unreferenced but too recent")
+    return MaterializeResult(metadata={"tables": MetadataValue.json(per_table), "orphans_deleted": total,
+                                       "dry_run": config.dry_run, "min_age_hours": config.min_age_hours})
+
+
 CASSANDRA_SETTINGS_KEY = AssetKey(["maintenance", "cassandra_namespace_settings"])
 
 
@@ -142,7 +175,8 @@ def cassandra_ttl_tombstone_health(context: AssetCheckExecutionContext, cassandr
 
 maintenance_job = define_asset_job("lakehouse_maintenance_job", selection=AssetSelection.groups(GROUP),
                                    description="Daily Iceberg and Cassandra maintenance.")
-assets = [iceberg_compact_files, iceberg_retention, iceberg_expire_snapshots, cassandra_namespace_settings]
+assets = [iceberg_compact_files, iceberg_retention, iceberg_expire_snapshots, iceberg_remove_orphan_files,
+          cassandra_namespace_settings]
 asset_checks = [cassandra_ttl_tombstone_health]
 jobs = [maintenance_job]
 schedules = [ScheduleDefinition(name="lakehouse_maintenance_daily", job=maintenance_job, cron_schedule="30 3 * * *",
