@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 from cassandra.concurrent import execute_concurrent_with_args
 
 from rdg_platform.config import settings
@@ -227,6 +228,22 @@ def raw_reads(store: GraphStore, ids: list[str], limit: int, n: int, concurrency
     return lat, time.perf_counter() - t0
 
 
+def cassandra_process(cfg: Any) -> psutil.Process | None:
+    """The local Cassandra started by ``rdg services up`` (None when the bench runs against another)."""
+    from rdg_platform.services.manager import ServiceManager
+
+    pid = ServiceManager(cfg).status(["cassandra"])["cassandra"].pid
+    return psutil.Process(pid) if pid else None
+
+
+def cpu_s(proc: psutil.Process | None) -> float:
+    """User + system CPU seconds of ``proc`` and its threads (0 when unknown)."""
+    if proc is None:
+        return 0.0
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
 def start_server(keyspace: str, port: int) -> subprocess.Popen[bytes]:
     env = dict(os.environ, RDG_KEYSPACE=keyspace)
     cmd = [sys.executable, "-m", "uvicorn", "rdg_platform.serving.app:create_app", "--factory",
@@ -342,17 +359,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs.append(("3-hop traverse LATEST, limit 50/hop",
                      lambda: asyncio.run(http_load(port, trav3("latest", False, 50), n3, args.concurrency))))
         lat_rows = []
+        cass = cassandra_process(cfg)
+        srv = psutil.Process(server.pid)
         for name, fn in runs:
             log(f"measuring {name}")
             try:
+                cpu0 = (cpu_s(cass), cpu_s(srv))
                 lat, wall = fn()
+                cpu1 = (cpu_s(cass), cpu_s(srv))
             except Exception as exc:  # record and go on: one failed run must not lose the others
                 log(f"{name} failed: {exc!s:.300}")
                 lat_rows.append({"name": name, "n": 0, "p50_ms": float("nan"), "p99_ms": float("nan"),
-                                 "qps": 0.0, "error": f"{exc!s:.300}"})
+                                 "qps": 0.0, "cassandra_cpu_ms": float("nan"), "server_cpu_ms": float("nan"),
+                                 "error": f"{exc!s:.300}"})
                 continue
             lat_rows.append({"name": name, "n": len(lat), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
-                             "qps": len(lat) / wall})
+                             "qps": len(lat) / wall,
+                             "cassandra_cpu_ms": (cpu1[0] - cpu0[0]) * 1000 / len(lat) if cass else float("nan"),
+                             "server_cpu_ms": (cpu1[1] - cpu0[1]) * 1000 / len(lat)})
             log(f"  p50 {lat_rows[-1]['p50_ms']:.2f} ms, p99 {lat_rows[-1]['p99_ms']:.2f} ms, "
                 f"{lat_rows[-1]['qps']:,.0f} QPS")
         results["latency"] = lat_rows
@@ -387,9 +411,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"| raw driver execute_concurrent_with_args | {load['raw_edges_per_s']:,.0f} | {load['raw_s']:.1f} |")
     print(f"| KV layer GraphStore.write | {load['kv_edges_per_s']:,.0f} | {load['kv_s']:.1f} |")
     print(f"| ratio KV / raw | {load['ratio']:.2f} | |\n")
-    print("| read | n | p50 ms | p99 ms | QPS |\n|---|---:|---:|---:|---:|")
+    print("| read | n | p50 ms | p99 ms | QPS | Cassandra CPU ms/req | query-service CPU ms/req |\n"
+          "|---|---:|---:|---:|---:|---:|---:|")
     for r in results["latency"]:
-        print(f"| {r['name']} | {r['n']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['qps']:,.0f} |")
+        srv_cpu = "-" if r["name"].startswith("raw") else f"{r['server_cpu_ms']:.1f}"
+        print(f"| {r['name']} | {r['n']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['qps']:,.0f} | "
+              f"{r['cassandra_cpu_ms']:.1f} | {srv_cpu} |")
     print(f"\n3-hop edges per level: {results['three_hop_fanout']} (limit 300/hop), "
           f"{results['three_hop_fanout_limit50']} (limit 50/hop); 1-hop edges: {args.edges_per_account}")
     print("\n| target | met |\n|---|---|")
