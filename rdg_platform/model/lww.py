@@ -55,8 +55,23 @@ def encode_values(props: Mapping[str, Any]) -> dict[str, str]:
     return {k: encode_value(v) for k, v in props.items() if v is not None}
 
 
-# A property cell: (event time ms, encoded value used for tie-breaks and checksums, decoded value)
-Cell = tuple[int, str, Any]
+# A property cell: (event time ms, encoded value for tie-breaks or None until one is needed, value).
+# The encoding is computed lazily (:func:`cell_text`): only equal event times compare it, and
+# encoding every property of every update was most of the cost of folding a record in.
+Cell = tuple[int, str | None, Any]
+
+
+def cell_text(cell: Cell) -> str:
+    """The cell's :func:`encode_value` text (computed now if the cell was stored without it)."""
+    enc = cell[1]
+    return encode_value(cell[2]) if enc is None else enc
+
+
+def _tie(value: Any, cur: Cell) -> Cell | None:
+    """``value`` written at the same event time as ``cur``: the larger encoding wins (as in
+    Cassandra); returns the new cell, or None when ``cur`` stays."""
+    enc = encode_value(value)
+    return (cur[0], enc, value) if enc > cell_text(cur) else None
 
 
 @dataclass
@@ -76,17 +91,29 @@ class KeyState:
 
     def add(self, rec: GraphRecord) -> KeyState:
         """Fold one record in (order-independent: the result never depends on arrival order)."""
-        ts = rec.updated_at
+        return self.add_props(rec.properties, rec.updated_at)
+
+    def add_props(self, props: Mapping[str, Any], ts: int) -> KeyState:
+        """Fold one update (its properties, written at event time ``ts``) in; see :meth:`add`."""
+        cells = self.cells
         if ts > self.max_ts:
             self.max_ts = ts
-        cells = self.cells
-        for name, value in rec.properties.items():
+            # Newer than everything folded so far: every property wins outright (the common case:
+            # a stream of updates in event-time order).
+            for name, value in props.items():
+                if value is not None:
+                    cells[name] = (ts, None, value)
+            return self
+        for name, value in props.items():
             if value is None:
                 continue
-            enc = encode_value(value)
             cur = cells.get(name)
-            if cur is None or ts > cur[0] or (ts == cur[0] and enc > cur[1]):
-                cells[name] = (ts, enc, value)
+            if cur is None or ts > cur[0]:  # the common case, inlined: a newer write wins outright
+                cells[name] = (ts, None, value)
+            elif ts == cur[0]:
+                won = _tie(value, cur)
+                if won is not None:
+                    cells[name] = won
         return self
 
     def merge(self, other: KeyState) -> KeyState:
@@ -94,7 +121,7 @@ class KeyState:
         self.max_ts = max(self.max_ts, other.max_ts)
         for name, cell in other.cells.items():
             cur = self.cells.get(name)
-            if cur is None or cell[:2] > cur[:2]:
+            if cur is None or cell[0] > cur[0] or (cell[0] == cur[0] and cell_text(cell) > cell_text(cur)):
                 self.cells[name] = cell
         return self
 

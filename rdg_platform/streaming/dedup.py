@@ -25,11 +25,11 @@ Pure and clock-injected (``now`` is a parameter) so the semantics are unit-teste
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from rdg_platform.model.lww import KeyState, state_of
-from rdg_platform.model.mapping import GraphRecord
+from rdg_platform.model.mapping import GraphRecord, MappedRow
 
 # Called when a key's window closes with (kind, type, updates folded in, records emitted).
 OnClose = Callable[[str, str, int, int], None]
@@ -77,10 +77,35 @@ class DedupBuffer:
             entry.updates += 1
             return True, []
         self._entries[key] = _Entry(state_of(record), now + self.window_s)
+        return False, self._evict()
+
+    def add_rows(self, rows: Sequence[MappedRow], now: float) -> list[GraphRecord]:
+        """Buffer mapped rows (:meth:`EventMapper.rows`), exactly like :meth:`add` of each row's
+        record, without building the records; returns the records emitted by the size bound.
+
+        This is the processor's per-event path: most rows fold into an open window, so building a
+        GraphRecord for each (and hashing its key again) would be wasted work.
+        """
+        entries = self._entries
+        opened = False
+        for key, kind, type_, rid, dst, props, ts in rows:
+            entry = entries.get(key)
+            if entry is not None:
+                entry.state.add_props(props, ts)
+                entry.updates += 1
+            else:
+                entries[key] = _Entry(KeyState(kind, type_, rid, dst).add_props(props, ts), now + self.window_s)
+                opened = True
+        self.updates_in += len(rows)
+        return self._evict() if opened else []
+
+    def _evict(self) -> list[GraphRecord]:
+        """Close the oldest windows early while more than ``max_keys`` keys are held."""
         evicted: list[GraphRecord] = []
-        while len(self._entries) > self.max_keys:
-            evicted.extend(self._close(self._entries.pop(next(iter(self._entries)))))
-        return False, evicted
+        entries = self._entries
+        while len(entries) > self.max_keys:
+            evicted.extend(self._close(entries.pop(next(iter(entries)))))
+        return evicted
 
     def _close(self, entry: _Entry) -> list[GraphRecord]:
         recs = entry.state.records()

@@ -2,8 +2,12 @@
 
 Pipeline (:func:`build_pipeline`, pure Quix Streams operators, testable with ``sdf.test``)::
 
-    bytes --decode (registry)--> event --filter (noise / required fields)--> project
-          --map (spec, enriched from the catalog table)--> GraphRecord* --> GraphEmitSink
+    bytes --decode (registry)--> event --filter (noise / required fields)
+          --map (compiled spec, enriched from the catalog table)--> mapped rows --> GraphEmitSink
+
+The per-event steps are fused into one operator (:class:`ProcessorSteps`) and the sink receives one
+list of rows per event: Quix Streams runs its loop once per message, so framework calls per event
+are the processor's main fixed cost.
 
 Bad input never crashes the app: undecodable bytes, unknown or foreign schema ids, missing required
 fields and unmappable values go to ``<topic>.dlq`` with the original bytes, the reason and the
@@ -17,33 +21,26 @@ wall-clock timer thread emits each key when its window closes, whether or not mo
 source offsets; ``flush()`` emits whatever is still buffered and waits for Kafka to acknowledge every
 produced record (graph and DLQ). So a committed source offset always means its records are durably in
 Kafka: a crash loses only uncommitted work, which is re-read and re-emitted (duplicates are harmless:
-sink writes are idempotent, last-write-wins by event time). The commit interval equals the dedup
-window, so the forced flush at commit rarely cuts a window short.
+sink writes are idempotent, last-write-wins by event time). The flush at a checkpoint cuts the
+windows open at that moment short, so checkpoints are spaced several windows apart
+(``RDG_PROCESSOR_COMMIT_S``, default 3 windows; see :mod:`rdg_platform.streaming.apps`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson as _orjson
 from quixstreams.context import message_context
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import HeadersTuples
 from quixstreams.sinks import BaseSink
 
-from rdg_platform.model.mapping import (
-    BadEventError,
-    GraphRecord,
-    Lookup,
-    check_event,
-    map_event,
-    project_event,
-)
+from rdg_platform.model.mapping import BadEventError, GraphRecord, Lookup, MappedRow, compile_mapping
 from rdg_platform.model.spec import GraphSpec
 from rdg_platform.streaming.dedup import DedupBuffer
 from rdg_platform.streaming.metrics import AppMetrics
@@ -113,16 +110,15 @@ def _produce(producer: ProducerLike, topic: str, value: bytes | None, key: bytes
             producer.poll(0.1)
 
 
-@dataclass(slots=True)
-class _Item:
-    """An event travelling through the pipeline with its original bytes (for the DLQ)."""
-
-    raw: bytes
-    event: Mapping[str, Any]
-
-
 class ProcessorSteps:
-    """The per-event steps of one source topic, as plain callables for Quix operators."""
+    """The per-event work of one source topic, fused into one callable for one Quix operator.
+
+    decode -> filter (noise dropped, missing required fields dead-lettered) -> enrich + map. Why one
+    operator instead of apply/filter/apply/apply(expand): every Quix operator and every expanded
+    record costs a framework call per event, and the processor's throughput is bounded by that
+    per-message overhead; one step that returns the event's mapped rows is the same pipeline with
+    the least of it. Projection is gone because the compiled mapping reads only the fields it needs.
+    """
 
     def __init__(self, spec: GraphSpec, topic: str, decode: Decode, lookup: Lookup | None,
                  dead_letters: DeadLetters, metrics: AppMetrics) -> None:
@@ -130,72 +126,66 @@ class ProcessorSteps:
             raise ValueError(f"no mapping for topic {topic!r} in the spec (mapped: {sorted(spec.mappings)})")
         self.spec = spec
         self.topic = topic
-        self.mapping = spec.mappings[topic]
+        self.mapper = compile_mapping(spec, topic)
         self.decode = decode
         self.lookup = lookup
         self.dlq = dead_letters
         self.metrics = metrics
         self.app = metrics.app
         self._in = metrics.records_in.labels(self.app, topic)
+        self._rate = metrics.rate
+        self._mapped = {(rule.kind, rule.type): metrics.records_mapped.labels(self.app, rule.kind, rule.type)
+                        for rule in self.mapper.mapping.records}
 
-    def decode_step(self, value: Any, key: Any, timestamp: int, headers: Any) -> _Item | None:
+    def rows_step(self, value: Any, key: Any, timestamp: int, headers: Any) -> list[MappedRow]:
+        """One source message -> its mapped rows ([] when dropped or dead-lettered)."""
         self._in.inc()
-        self.metrics.rate.add()
-        if value is None or not isinstance(value, bytes | bytearray):
-            self.dlq.send(self.topic, "not_confluent_framing", "null or non-bytes value", None, key)
-            return None
-        raw = bytes(value)
+        self._rate.add()
+        if type(value) is not bytes:
+            if not isinstance(value, bytearray):
+                self.dlq.send(self.topic, "not_confluent_framing", "null or non-bytes value", None, key)
+                return []
+            value = bytes(value)
         try:
-            event = self.decode(self.topic, raw)
+            event = self.decode(self.topic, value)
         except Exception as exc:
             reason = str(getattr(exc, "reason", "") or "avro_decode_error")
-            self.dlq.send(self.topic, reason, str(getattr(exc, "detail", exc)), raw, key)
-            return None
-        return _Item(raw, event)
-
-    def keep_step(self, item: _Item | None, key: Any, timestamp: int, headers: Any) -> bool:
-        if item is None:
-            return False
-        try:
-            noise = check_event(self.mapping, item.event)
-        except BadEventError as exc:
-            self.dlq.send(self.topic, exc.reason, exc.detail, item.raw, key)
-            return False
-        if noise is not None:
-            self.metrics.dropped.labels(self.app, noise).inc()
-            return False
-        return True
-
-    def project_step(self, item: _Item) -> _Item:
-        item.event = project_event(self.mapping, item.event)
-        return item
-
-    def map_step(self, item: _Item, key: Any, timestamp: int, headers: Any) -> list[GraphRecord]:
-        try:
-            records = map_event(self.spec, self.topic, item.event, self.lookup)
-        except BadEventError as exc:
-            self.dlq.send(self.topic, exc.reason, exc.detail, item.raw, key)
+            self.dlq.send(self.topic, reason, str(getattr(exc, "detail", exc)), value, key)
             return []
-        for r in records:
-            self.metrics.records_mapped.labels(self.app, r.kind, r.type).inc()
-        return records
+        try:
+            noise = self.mapper.check(event)
+            if noise is not None:
+                self.metrics.dropped.labels(self.app, noise).inc()
+                return []
+            rows = self.mapper.rows(event, self.lookup, checked=True)
+        except BadEventError as exc:
+            self.dlq.send(self.topic, exc.reason, exc.detail, value, key)
+            return []
+        mapped = self._mapped
+        for row in rows:
+            mapped[row[1], row[2]].inc()
+        return rows
+
+    def records_step(self, value: Any, key: Any, timestamp: int, headers: Any) -> list[GraphRecord]:
+        """:meth:`rows_step` as GraphRecord objects (what ``build_pipeline(sink=None)`` emits)."""
+        return [GraphRecord(k, t, i, d, p, ts) for _key, k, t, i, d, p, ts in self.rows_step(value, key, timestamp, headers)]
 
 
 def build_pipeline(sdf: StreamingDataFrame, spec: GraphSpec, topic: str, *, decode: Decode,
                    lookup: Lookup | None, dead_letters: DeadLetters, metrics: AppMetrics,
                    sink: BaseSink | None = None) -> StreamingDataFrame:
-    """Wire decode -> filter/project -> enrich+map -> (dedup sink) onto ``sdf`` (bytes values).
+    """Wire decode -> filter -> enrich+map -> (dedup sink) onto ``sdf`` (bytes values).
 
-    With ``sink=None`` the returned dataframe emits the mapped :class:`GraphRecord` objects, which is
-    what unit tests inspect through ``sdf.test(...)``; apps pass a :class:`GraphEmitSink`.
+    With ``sink=None`` the returned dataframe emits the mapped :class:`GraphRecord` objects one by
+    one, which is what unit tests inspect through ``sdf.test(...)``. Apps pass a
+    :class:`GraphEmitSink`, which receives each event's mapped rows as one list (the same
+    records, without building an object per record that the dedup window mostly folds away).
     """
     steps = ProcessorSteps(spec, topic, decode, lookup, dead_letters, metrics)
-    sdf = sdf.apply(steps.decode_step, metadata=True)
-    sdf = sdf.filter(steps.keep_step, metadata=True)
-    sdf = sdf.apply(steps.project_step)
-    sdf = sdf.apply(steps.map_step, metadata=True, expand=True)
-    if sink is not None:
-        sdf.sink(sink)
+    if sink is None:
+        return sdf.apply(steps.records_step, metadata=True, expand=True)
+    sdf = sdf.apply(steps.rows_step, metadata=True)
+    sdf.sink(sink)
     return sdf
 
 
@@ -227,6 +217,8 @@ class GraphEmitSink(BaseSink):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_timer = start_timer
+        self._out: dict[tuple[str, str], Any] = {}
+        self._buffered = metrics.buffered.labels(self.app)
         self.emitted = 0
 
     def setup(self) -> None:
@@ -241,10 +233,18 @@ class GraphEmitSink(BaseSink):
 
     def add(self, value: Any, key: Any, timestamp: int, headers: HeadersTuples, topic: str, partition: int,
             offset: int) -> None:
-        rec: GraphRecord = value
+        """Fold one event's mapped rows (a list, from :meth:`ProcessorSteps.rows_step`) or one
+        :class:`GraphRecord` into the buffer."""
+        if not value:
+            return
+        now = self.clock()
         with self._lock:
-            _merged, evicted = self.buffer.add(rec, self.clock())
-            self._emit(evicted)
+            if isinstance(value, GraphRecord):
+                evicted = self.buffer.add(value, now)[1]
+            else:
+                evicted = self.buffer.add_rows(value, now)
+            if evicted:
+                self._emit(evicted)
 
     def _on_close(self, kind: str, type_: str, updates: int, emitted: int) -> None:
         """A key's window closed: ``updates`` inputs became ``emitted`` records (suppressed = the rest)."""
@@ -256,6 +256,7 @@ class GraphEmitSink(BaseSink):
         with self._lock:
             due = self.buffer.pop_due(self.clock())
             self._emit(due)
+            self._buffered.set(len(self.buffer))
         self.producer.poll(0)
         return len(due)
 
@@ -267,12 +268,17 @@ class GraphEmitSink(BaseSink):
                 log.exception("dedup timer tick failed")
 
     def _emit(self, records: list[GraphRecord]) -> None:
+        """Produce ``records`` (the caller holds the lock) as compact JSON (orjson)."""
+        producer = self.producer
+        out = self._out
+        on_delivery = self._on_delivery
         for r in records:
-            _produce(self.producer, r.topic, json.dumps(r.to_dict(), separators=(",", ":")).encode(),
-                     r.key.encode(), None, self._on_delivery)
-            self.metrics.records_out.labels(self.app, r.kind, r.type).inc()
+            _produce(producer, r.topic, _orjson.dumps(r.to_dict()), r.id.encode(), None, on_delivery)
+            child = out.get((r.kind, r.type))
+            if child is None:
+                child = out[(r.kind, r.type)] = self.metrics.records_out.labels(self.app, r.kind, r.type)
+            child.inc()
         self.emitted += len(records)
-        self.metrics.buffered.labels(self.app).set(len(self.buffer))
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
@@ -281,6 +287,7 @@ class GraphEmitSink(BaseSink):
     def flush(self) -> None:
         with self._lock:
             self._emit(self.buffer.drain())
+            self._buffered.set(0)
         left = self.producer.flush(self.flush_timeout_s)
         if left:
             raise RuntimeError(f"{left} graph/DLQ records not acknowledged by Kafka within "
@@ -297,7 +304,7 @@ def run_processor(app_name: str) -> None:
     from quixstreams.models import Row
 
     from rdg_platform.config import settings
-    from rdg_platform.serde import AvroSerde
+    from rdg_platform.serde import AvroSerde, topic_decoder
     from rdg_platform.streaming.apps import GRAPH_TOPIC_PARTITIONS, StreamingConfig, get_app
     from rdg_platform.streaming.catalog import CatalogTable
     from rdg_platform.streaming.runtime import LagTracker, ensure_topics, producer_config
@@ -318,18 +325,24 @@ def run_processor(app_name: str) -> None:
     ensure_topics(bootstrap, {**{f"graph.{k}.{t}": GRAPH_TOPIC_PARTITIONS for t, k in out_topics.items()},
                               f"{topic}.dlq": 1})
 
-    serde = AvroSerde(cfg.registry_url)
-
-    def decode(t: str, data: bytes) -> Mapping[str, Any]:
-        return serde.decode_for_topic(t, data)[1]
+    # Timestamps as epoch-ms ints: the mapping wants epoch ms anyway, and building an aware datetime
+    # per timestamp field (then converting it back) was a measurable share of decoding.
+    serde = AvroSerde(cfg.registry_url, timestamps="millis")
 
     side_topics = sorted({e.topic for e in mapping.enrich.values()})
+    decoders = {t: topic_decoder(serde, t) for t in (topic, *side_topics)}
+
+    def decode(t: str, data: bytes) -> Mapping[str, Any]:
+        return decoders[t](data)
+
     table = CatalogTable(bootstrap, side_topics, decode,
                          {t: spec.sources[t].key for t in side_topics}).start()
     if side_topics and not table.wait_ready(120):
         log.warning("catalog table not caught up after 120 s; starting anyway (enrichment may lag)")
 
-    producer = Producer(producer_config(bootstrap, **{"client.id": app_name}))
+    # Only failed deliveries call back into Python (the callbacks only record errors); flush() still
+    # waits for every acknowledgement.
+    producer = Producer(producer_config(bootstrap, **{"client.id": app_name, "delivery.report.only.error": True}))
     errors: list[str] = []
     dlq = DeadLetters(producer, app_name, metrics, errors)
     sink = GraphEmitSink(producer, metrics, scfg.window_s, dead_letter_errors=errors)
@@ -348,7 +361,7 @@ def run_processor(app_name: str) -> None:
         broker_address=bootstrap,
         consumer_group=app_spec.consumer_group,
         auto_offset_reset=scfg.offset_reset,  # type: ignore[arg-type]
-        commit_interval=max(scfg.window_s, 1.0),
+        commit_interval=scfg.processor_commit_s,
         on_processing_error=on_processing_error,
         on_message_processed=lag.on_processed,
         state_dir=str(cfg.state_dir / "apps" / "quix" / app_name),
@@ -359,7 +372,7 @@ def run_processor(app_name: str) -> None:
         consumer_extra_config={"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000},
         producer_extra_config={"linger.ms": 5},
     )
-    sdf = app.dataframe(app.topic(topic, value_deserializer="bytes", key_deserializer="str"))
+    sdf = app.dataframe(app.topic(topic, value_deserializer="bytes", key_deserializer="bytes"))
     build_pipeline(sdf, spec, topic, decode=decode, lookup=table.get, dead_letters=dlq, metrics=metrics, sink=sink)
     log.info("processor %s: %s -> %s (window %.1fs, group %s)", app_name, topic, sorted(out_topics),
              scfg.window_s, app_spec.consumer_group)

@@ -174,6 +174,9 @@ def run_sink(app_name: str) -> None:
         consumer_group=app_spec.consumer_group,
         auto_offset_reset=scfg.offset_reset,  # type: ignore[arg-type]
         commit_interval=scfg.sink_commit_s,
+        # The checkpoint (= the Cassandra write) is only checked between polls: with Quix's default
+        # 1 s poll timeout an idle pipeline's last batch waited up to a second past the interval.
+        consumer_poll_timeout=0.1,
         on_message_processed=lag.on_processed,
         state_dir=str(cfg.state_dir / "apps" / "quix" / app_name),
         use_changelog_topics=False,

@@ -201,8 +201,11 @@ def diff_graph(expected: Mapping[str, GraphRecord], actual: Mapping[str, GraphRe
     return problems
 
 
-def wait_graph(store: Any, expected: Mapping[str, GraphRecord], timeout_s: float) -> list[str]:
-    """Poll until the store holds exactly ``expected`` (returns [] ) or the timeout (returns the diff)."""
+def wait_graph(store: Any, expected: Mapping[str, GraphRecord], timeout_s: float, poll_s: float = 1.0) -> list[str]:
+    """Poll until the store holds exactly ``expected`` (returns [] ) or the timeout (returns the diff).
+
+    ``poll_s`` is the resolution of the wait: latency measurements (the benchmark's freshness) poll
+    fast so the measurement does not add up to a second of its own."""
     deadline = time.monotonic() + timeout_s
     problems: list[str] = ["not checked"]
     while time.monotonic() < deadline:
@@ -212,7 +215,7 @@ def wait_graph(store: Any, expected: Mapping[str, GraphRecord], timeout_s: float
             problems = [f"store unavailable: {exc}"]
         if not problems:
             return []
-        time.sleep(1.0)
+        time.sleep(poll_s)
     return problems
 
 

@@ -148,6 +148,18 @@ def test_journey_dedup_enrichment_dlq_and_every_good_record(pipe: LocalPipeline,
     ms = scrape_metrics(states["sink-edges-activity"].metrics_port or 0)
     assert ms.get("rdg_cassandra_writes_total", 0) >= 3 and ms.get("rdg_event_to_write_seconds_count", 0) >= 3
 
+    # every app reports its real input rate (IN/S of `rdg apps status`), sinks included, however
+    # rarely it is read: one more burst, then status (one scrape per app per call) must show it
+    produce_events(pipe.cfg.kafka_bootstrap, serde, journey_events(f"{run}r", int(time.time() * 1000), accounts=2))
+    rates: dict[str, float | None] = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the sinks see the burst one dedup window later
+        rates = {s.name: s.rate for s in pipe.supervisor.status() if s.name.startswith(("sink-", "member_"))}
+        if all(rates.values()):
+            break
+        time.sleep(1.0)
+    assert rates and all(rates.values()), rates
+
 
 def test_quiet_stream_single_event_is_emitted_by_the_clock(pipe: LocalPipeline, store: GraphStore,
                                                             serde: object) -> None:

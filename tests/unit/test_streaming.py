@@ -21,7 +21,7 @@ from rdg_platform.model.lww import encode_value, lww_states
 from rdg_platform.streaming.apps import DEFAULT_SINK_GROUPS, StreamingConfig, app_specs, resolve_sink_groups
 from rdg_platform.streaming.catalog import CatalogTable
 from rdg_platform.streaming.dedup import DedupBuffer
-from rdg_platform.streaming.metrics import AppMetrics
+from rdg_platform.streaming.metrics import AppMetrics, RateMeter
 from rdg_platform.streaming.processor import DeadLetters, GraphEmitSink, build_pipeline
 from rdg_platform.streaming.sink import CassandraSink, SinkSteps, build_sink_pipeline
 
@@ -314,6 +314,64 @@ def test_sink_pipeline_parses_and_dead_letters() -> None:
     wrong = GraphRecord("node", "title", "t1", None, {}, T0)
     assert sdf.test(json.dumps(wrong.to_dict()).encode(), key="t1", ctx=ctx) == []
     assert bad == [("graph.node.device", "bad_json"), ("graph.node.device", "unknown_type")]
+
+
+def test_rate_meter_reports_the_real_rate_on_the_first_read_and_decays_to_zero() -> None:
+    """``rdg apps status`` scrapes an app once: the rate must not depend on earlier reads."""
+    clock = FakeClock()
+    meter = RateMeter(window_s=10, clock=clock)
+    for _ in range(50):  # 5 s at 100 events/s
+        meter.add(10)
+        clock.t += 0.1
+    assert 45 <= meter.rate() <= 60  # 500 events over the (9-10 s) window
+    clock.t += 30  # quiet
+    assert meter.rate() == 0.0
+    meter.add(3)
+    assert meter.rate() > 0
+
+
+def test_sink_reports_its_input_rate() -> None:
+    """Sink apps count their input in the rate metric that ``rdg apps status`` shows as IN/S."""
+    app = Application(broker_address="127.0.0.1:1", consumer_group="unit", loglevel="CRITICAL")
+    sdf = app.dataframe(Topic("graph.node.device", value_deserializer="bytes", key_deserializer="str"))
+    metrics = AppMetrics("unit-sink")
+    sdf = build_sink_pipeline(sdf, SinkSteps(metrics, lambda t, r, d, raw, k: None, {("node", "device")}), None)
+    ctx = MessageContext(topic="graph.node.device", partition=0, offset=0, size=0)
+    rec = GraphRecord("node", "device", "d1", None, {"device_type": "TV"}, T0)
+    for _ in range(20):
+        sdf.test(json.dumps(rec.to_dict()).encode(), key="d1", ctx=ctx)
+    assert metrics.value("rdg_input_rate") > 0  # first and only read
+    assert metrics.value("rdg_records_in_total", topic="graph.node.device") == 20
+
+
+def test_processor_rows_through_the_emit_sink_equal_the_mapped_records() -> None:
+    """The app path (rows_step -> GraphEmitSink, no GraphRecord per row) emits exactly what the
+    test path's records give through the same dedup window."""
+    table = CatalogTable("unused", ["catalog.titles"], json_decode)
+    table.put("catalog.titles", "t1", {"title_id": "t1", "name": "Dark", "kind": "SHOW", "genres": ["scifi"]})
+    events = [json.dumps(playback(event_time=T0 + i, position_ms=i * 1000, event_id=f"e{i}",
+                                  action="STOP" if i == 9 else "HEARTBEAT")).encode() for i in range(10)]
+    sdf, _, _ = make_sdf("member.playback", table)
+    want = DedupBuffer(window_s=10)
+    for i, ev in enumerate(events):
+        for r in run(sdf, "member.playback", ev, offset=i):
+            want.add(r, 0)
+    expected = sorted(json.dumps(r.to_dict(), sort_keys=True) for r in want.drain())
+
+    app = Application(broker_address="127.0.0.1:1", consumer_group="unit", loglevel="CRITICAL")
+    metrics, prod = AppMetrics("unit"), ListProducer()
+    sink = GraphEmitSink(prod, metrics, window_s=10, clock=FakeClock(), start_timer=False)
+    app_sdf = build_pipeline(app.dataframe(Topic("member.playback", value_deserializer="bytes", key_deserializer="str")),
+                             SPEC, "member.playback", decode=json_decode, lookup=table.get,
+                             dead_letters=DeadLetters(prod, "unit", metrics), metrics=metrics, sink=sink)
+    for i, ev in enumerate(events):
+        ctx = MessageContext(topic="member.playback", partition=0, offset=i, size=len(ev))
+        app_sdf.test(ev, key="a1", timestamp=T0, ctx=ctx)
+    assert prod.sent == [] and len(sink.buffer) == 7
+    sink.flush()
+    assert sorted(json.dumps(json.loads(v or b""), sort_keys=True) for _, v, _, _ in prod.sent) == expected
+    assert metrics.value("rdg_records_mapped_total") == 70 and metrics.value("rdg_records_out_total") == 7
+    assert metrics.value("rdg_dedup_suppressed_total") == 63
 
 
 def test_registry_apps_and_sink_groups() -> None:
