@@ -103,7 +103,7 @@ def main() -> None:
         raise SystemExit("the generator's records differ from generate_events + EventEncoder")
     del mine, batches
 
-    def raw() -> tuple[int, float]:
+    def raw_produce(positional: bool) -> tuple[int, float]:
         producer, tracker = make_producer(bootstrap)
         producer.list_topics(timeout=10)  # connect before timing, as the generator's run does below
         produce = producer.produce
@@ -111,7 +111,10 @@ def main() -> None:
         for i, (topic, key, value, ts) in enumerate(records):
             while True:
                 try:
-                    produce(topic, value, key, timestamp=ts)
+                    if positional:
+                        produce(topic, value, key, -1, None, None, ts)
+                    else:
+                        produce(topic, value, key, timestamp=ts)
                     break
                 except BufferError:
                     producer.poll(0.05)
@@ -123,27 +126,13 @@ def main() -> None:
             raise SystemExit(f"raw produce failed: {left} left, {tracker.errors}")
         return len(records), dt
 
+    def raw() -> tuple[int, float]:
+        return raw_produce(positional=False)
+
     def raw_positional() -> tuple[int, float]:
         """For reference only (not the target's baseline): raw produce with the positional call the
         generator's produce loop uses, to show how much of the ratio that call form accounts for."""
-        producer, tracker = make_producer(bootstrap)
-        producer.list_topics(timeout=10)
-        produce = producer.produce
-        t0 = time.perf_counter()
-        for i, (topic, key, value, ts) in enumerate(records):
-            while True:
-                try:
-                    produce(topic, value, key, -1, None, None, ts)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            if i % 1000 == 0:
-                producer.poll(0)
-        left = producer.flush(120)
-        dt = time.perf_counter() - t0
-        if left or tracker.failed:
-            raise SystemExit(f"raw produce failed: {left} left, {tracker.errors}")
-        return len(records), dt
+        return raw_produce(positional=True)
 
     def generator() -> tuple[int, float]:
         producer, tracker = make_producer(bootstrap)

@@ -488,22 +488,16 @@ class AvroSerde:
         """Like :meth:`decode`, and the id must be registered under ``<topic>-value``
         (else ``DecodeError("schema_mismatch")``)."""
         sid = self._framing(data)
-        r = self._reader(sid)
-        subject = subject_for(topic)
-        ids = self._subject_ids.get(subject)
-        if ids is None or sid not in ids:
-            last = self._subject_checked.get(subject, 0.0)
-            if ids is None or time.monotonic() - last >= _SUBJECT_REFRESH_S:
-                ids = self.subject_ids(topic, refresh=True)
-            if sid not in ids:
-                raise DecodeError("schema_mismatch", f"schema id {sid} is not registered under subject {subject!r}")
-        return sid, self._body(r, data)
+        return sid, self._body(self._checked_reader(topic, sid), data)
 
     def writer_schema_for_topic(self, topic: str, schema_id: int) -> dict[str, Any]:
         """The writer schema of ``schema_id`` after the checks :meth:`decode_for_topic` makes:
         ``DecodeError("unknown_schema_id")`` if the registry lacks it, ``DecodeError("schema_mismatch")``
         if it is not registered under ``<topic>-value``. Bulk decoders (the lakehouse archive's
         columnar decoder) call it once per distinct id of a batch instead of once per record."""
+        return self._checked_reader(topic, schema_id).schema
+
+    def _checked_reader(self, topic: str, schema_id: int) -> _Reader:
         r = self._reader(schema_id)
         subject = subject_for(topic)
         ids = self._subject_ids.get(subject)
@@ -514,7 +508,7 @@ class AvroSerde:
             if schema_id not in ids:
                 raise DecodeError("schema_mismatch",
                                   f"schema id {schema_id} is not registered under subject {subject!r}")
-        return r.schema
+        return r
 
 
 def topic_decoder(serde: AvroSerde, topic: str) -> Callable[[bytes], dict[str, Any]]:
