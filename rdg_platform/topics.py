@@ -280,10 +280,21 @@ def _wait_converged(admin: AdminClient, topics: Sequence[TopicSpec], timeout_s: 
     pending = list(topics)
     while pending:
         cur = describe_topics(admin, [t.name for t in pending], timeout_s=timeout_s)
-        pending = [t for t in pending if t.name not in cur or cur[t.name]["partitions"] < t.partitions
-                   or any(cur[t.name]["configs"].get(k) != v for k, v in t.configs.items())]
+        lag: dict[str, str] = {}
+        for t in pending:
+            now = cur.get(t.name)
+            if now is None:
+                lag[t.name] = "not listed yet"
+                continue
+            diffs = [f"{k}={now['configs'].get(k)!r} (want {v!r})" for k, v in t.configs.items()
+                     if now["configs"].get(k) != v]
+            if now["partitions"] < t.partitions:
+                diffs.append(f"partitions={now['partitions']} (want {t.partitions})")
+            if diffs:
+                lag[t.name] = ", ".join(diffs)
+        pending = [t for t in pending if t.name in lag]
         if not pending:
             return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"topic configs not visible after {timeout_s}s: {[t.name for t in pending]}")
+            raise TimeoutError(f"topic configs not visible after {timeout_s}s: {lag}")
         time.sleep(0.2)

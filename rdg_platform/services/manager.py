@@ -144,6 +144,22 @@ class ServiceManager:
                 found.append(proc)
         return found
 
+    def _why_not(self, name: str) -> str:
+        """Why :meth:`_process` rejects the pid file (for error messages)."""
+        path = self._pid_file(name)
+        try:
+            record = json.loads(path.read_text())
+            proc = psutil.Process(int(record["pid"]))
+            status = proc.status()
+            markers = [a for a in proc.cmdline() if a.startswith("-Drdg.")]
+            return f"pid {record['pid']} status {status}, markers {markers}"
+        except FileNotFoundError:
+            return "no pid file"
+        except (OSError, ValueError, KeyError) as exc:
+            return f"unreadable pid file: {exc}"
+        except psutil.Error as exc:
+            return f"pid gone: {type(exc).__name__}"
+
     # -- status --------------------------------------------------------------------------------
     def _status_of(self, name: str, probe: Probe | None = None) -> ServiceStatus:
         service = self.services[name]
@@ -274,10 +290,16 @@ class ServiceManager:
         while pending:
             for name in list(pending):
                 if self._process(name) is None:
-                    errors.append(self._failure(name, "process exited during startup"))
-                    self._pid_file(name).unlink(missing_ok=True)
-                    pending.remove(name)
-                    continue
+                    marked = [p for p in self._orphans(name) if _live(p)]
+                    if marked:  # our process is alive; the pid-file check missed it (log why)
+                        self.echo(f"{name}: pid file does not verify ({self._why_not(name)}) but pid "
+                                  f"{marked[0].pid} carries our markers; still waiting for it")
+                    else:
+                        errors.append(self._failure(name, "process exited during startup "
+                                                          f"({self._why_not(name)})"))
+                        self._pid_file(name).unlink(missing_ok=True)
+                        pending.remove(name)
+                        continue
                 probe = self.services[name].probe()
                 last[name] = probe
                 if probe.healthy:
@@ -364,3 +386,10 @@ def format_table(statuses: dict[str, ServiceStatus]) -> str:
         for row in [headers, *rows]
     ]
     return "\n".join(lines)
+
+
+def _live(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
