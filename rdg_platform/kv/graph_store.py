@@ -512,10 +512,11 @@ class GraphStore:
                                                    normalize_order(order)))
         return {nid: edge_dicts(edge_type, nid, direction, r, decode_props) for nid, r in rows.items()}
 
-    async def aedges_many(self, edge_type: str, node_ids: Sequence[str], direction: Direction = "out",
-                          limit: int = 100, since_ms: int | None = None, order: str = "latest",
-                          sort: bool = True) -> dict[str, list[tuple[str, int, Any]]]:
-        """Async :meth:`edges_many` as rows ``(neighbour id, updated_at, raw properties)``: a traversal
+    async def aadjacency_rows(self, edge_type: str, node_ids: Sequence[str], direction: Direction = "out",
+                              limit: int = 100, since_ms: int | None = None, order: str = "latest",
+                              sort: bool = True) -> dict[str, list[tuple[str, int, Any]]]:
+        """The edges :meth:`edges_many` reads, as rows ``(neighbour id, updated_at, raw properties)``
+        (async, for the query service): a traversal
         keeps only some of a level's edges, so it builds (and decodes) only those (see
         :func:`edge_dicts`). ``sort=False``: lists not cut to ``limit`` may be in key order."""
         return await self._run_async(self._adjacency_plan(  # type: ignore[no-any-return]

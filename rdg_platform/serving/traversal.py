@@ -4,7 +4,7 @@ Contract (Netflix's serving layer): a start node and 1..4 hops; each hop names a
 direction, a limit (default 300, the cap on edges returned for that hop's level), a lookback (default
 100 days, on the edge's ``updated_at``) and an order: LATEST (newest first) or ANY (first found,
 cheaper). Levels run one at a time; a level's frontier is read with a few multi-partition requests
-grouped by replica set (:meth:`GraphStore.aedges_many`), not one request per node. With ANY the
+grouped by replica set (:meth:`GraphStore.aadjacency_rows`), not one request per node. With ANY the
 frontier is read in waves and the level stops as soon as ``limit`` edges are in hand; with LATEST each
 frontier node contributes its newest ``limit`` edges and the level keeps the newest ``limit`` overall.
 Node enrichment (``include_nodes``) is batched once at the end over all levels, de-duplicated, the
@@ -137,7 +137,7 @@ async def traverse(store: GraphStore, start_id: str, hops: list[PlannedHop], inc
                 # Read the frontier in waves; stop once the level's limit is met.
                 for i in range(0, len(frontier), WAVE):
                     wave = frontier[i:i + WAVE]
-                    got = await store.aedges_many(hop.edge, wave, hop.direction, hop.limit, hop.since_ms, "any")
+                    got = await store.aadjacency_rows(hop.edge, wave, hop.direction, hop.limit, hop.since_ms, "any")
                     st.reads += len(wave)
                     for nid in wave:
                         edges.extend(edge_dicts(hop.edge, nid, hop.direction, got[nid]))
@@ -147,7 +147,7 @@ async def traverse(store: GraphStore, start_id: str, hops: list[PlannedHop], inc
                         break
                 del edges[hop.limit:]
             else:
-                got = await store.aedges_many(hop.edge, frontier, hop.direction, hop.limit, hop.since_ms,
+                got = await store.aadjacency_rows(hop.edge, frontier, hop.direction, hop.limit, hop.since_ms,
                                               "latest", sort=False)
                 st.reads += len(frontier)
                 # Newest first over the whole level; ties by frontier position, then neighbour id
