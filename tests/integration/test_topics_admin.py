@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,14 @@ from rdg_platform.model.spec import default_spec_path
 from rdg_platform.topics import describe_topics, ensure_topics, topic_specs
 
 pytestmark = pytest.mark.integration
+
+
+def _wait_for(cond: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.1)
 
 
 def test_shared_topics_match_config(services: object, cfg: Settings, spec: GraphSpec) -> None:
@@ -65,6 +74,10 @@ def test_ensure_creates_then_realigns_drifted_configs(services: object, cfg: Set
             ConfigEntry("cleanup.policy", "delete", incremental_operation=AlterConfigOpType.SET)])]
     for fut in admin.incremental_alter_configs(drift).values():
         fut.result()
+    # KRaft applies an accepted alter asynchronously: if ensure_topics read the configs before the drift
+    # showed, it would find nothing to fix and the drift would land afterwards (a CI flake).
+    _wait_for(lambda: (d := describe_topics(admin, [login, titles]))[login]["configs"]["retention.ms"] == "1234"
+              and d[titles]["configs"]["cleanup.policy"] == "delete", "the drift to become visible")
 
     second = ensure_topics(cfg.kafka_bootstrap, private_spec,
                            overrides={"topics": {login: {"partitions": 6}}})
