@@ -134,18 +134,21 @@ def main() -> None:
         generator's produce loop uses, to show how much of the ratio that call form accounts for."""
         return raw_produce(positional=True)
 
-    def generator() -> tuple[int, float]:
+    def generator(worker: bool | None = None) -> tuple[int, float]:
         producer, tracker = make_producer(bootstrap)
         producer.list_topics(timeout=10)
         t0 = time.perf_counter()
-        summary = produce_generated(cfg, producer, tracker, serde, topic_map=tmap)
+        summary = produce_generated(cfg, producer, tracker, serde, topic_map=tmap, worker=worker)
         return summary.total, time.perf_counter() - t0
 
-    results: dict[str, list[tuple[int, float]]] = {"raw": [], "generator": [], "raw_positional": []}
+    results: dict[str, list[tuple[int, float]]] = {"raw": [], "generator": [], "raw_positional": [],
+                                                   "gen_inline": [], "gen_worker": []}
     for _ in range(args.repeat):  # alternate so background load hits all alike
         results["raw"].append(raw())
         results["generator"].append(generator())
         results["raw_positional"].append(raw_positional())
+        results["gen_inline"].append(generator(worker=False))
+        results["gen_worker"].append(generator(worker=True))
     best = {k: max(v, key=lambda r: r[0] / r[1]) for k, v in results.items()}
     raw_rate = best["raw"][0] / best["raw"][1]
 
@@ -155,6 +158,8 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     rows = [("raw produce of pre-serialised bytes", best["raw"]), ("generator (generate + encode + produce)", best["generator"]),
             ("(reference) raw produce, positional call as in the generator's loop", best["raw_positional"]),
+            ("generator, generating in the producing process (worker=False)", best["gen_inline"]),
+            ("generator, generating in a forked worker process (worker=True)", best["gen_worker"]),
             ("Event stream only: generate_events (no Kafka)", gen_only),
             ("reference: generate_events + EventEncoder (no Kafka)", ref_enc),
             ("generator's generate + encode: encoded_batches (no Kafka)", gen_enc)]
