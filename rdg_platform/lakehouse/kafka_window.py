@@ -12,9 +12,11 @@ exact only when producers' clocks are never later than that.
 
 from __future__ import annotations
 
+import gc
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -162,6 +164,20 @@ def read_window(bootstrap: str, topic: str, start_ms: int, end_ms: int, *, batch
         c.close()
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC while a consumed chunk is turned into columns: its ~10k Message objects are
+    GC-tracked, and the collections their allocation triggers made a 200k-record read ~40% slower.
+    Scoped to the chunk (never across a ``yield``), so the caller's code runs with GC as before."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _read_assigned(c: Consumer, topic: str, start_ms: int, end_ms: int, res: WindowRead, pending: set[int],
                    batch_size: int, timeout_s: float) -> Iterator[WindowBatch]:
     """The consume loop, column by column: per consumed chunk one list comprehension per message
@@ -181,55 +197,56 @@ def _read_assigned(c: Consumer, topic: str, start_ms: int, end_ms: int, res: Win
     deadline = time.monotonic() + timeout_s
     eof = KafkaError._PARTITION_EOF
     while pending:
-        left = int(sum(last[p] + 1 - nxt[p] for p in pending))
-        msgs = c.consume(num_messages=max(1, min(left, batch_size, 10000)), timeout=1.0)
-        if not msgs:
-            if time.monotonic() > deadline:
-                raise KafkaReadError(f"timed out reading {topic} partitions {sorted(pending)} up to "
-                                     f"{ {p: res.ranges[p].end_offset for p in pending} }")
-            # Compacted topics can have gaps at the end: check the position.
-            for tp in c.position([TopicPartition(topic, p) for p in list(pending)]):
-                if tp.offset >= res.ranges[tp.partition].end_offset:
-                    pending.discard(tp.partition)
-            continue
-        deadline = time.monotonic() + timeout_s
-        errs = [m.error() for m in msgs]
-        # Not errs.count(None): KafkaError.__eq__ raises on None.
-        if any([e is not None for e in errs]):
-            good = []
-            for m, err in zip(msgs, errs, strict=True):
-                if err is None:
-                    good.append(m)
-                elif err.code() == eof:
-                    pending.discard(m.partition())
-                else:
-                    raise KafkaReadError(f"error reading {topic}[{m.partition()}]: {err}")
-            msgs = good
+        with _gc_paused():
+            left = int(sum(last[p] + 1 - nxt[p] for p in pending))
+            msgs = c.consume(num_messages=max(1, min(left, batch_size, 10000)), timeout=1.0)
             if not msgs:
+                if time.monotonic() > deadline:
+                    raise KafkaReadError(f"timed out reading {topic} partitions {sorted(pending)} up to "
+                                         f"{ {p: res.ranges[p].end_offset for p in pending} }")
+                # Compacted topics can have gaps at the end: check the position.
+                for tp in c.position([TopicPartition(topic, p) for p in list(pending)]):
+                    if tp.offset >= res.ranges[tp.partition].end_offset:
+                        pending.discard(tp.partition)
                 continue
-        parts = np.array([m.partition() for m in msgs], dtype=np.int64)
-        offs = np.array([m.offset() for m in msgs], dtype=np.int64)
-        ts = np.array([m.timestamp()[1] for m in msgs], dtype=np.int64)
-        # Messages past a partition's end bound (prefetched before it was paused) are not scanned.
-        in_range = offs <= last[parts]
-        np.maximum.at(nxt, parts, offs + 1)
-        for p in np.unique(parts).tolist():
-            if p in pending and nxt[p] > last[p]:
-                pending.discard(p)
-                c.pause([TopicPartition(topic, p)])
-        keep = in_range & (ts >= start_ms) & (ts < end_ms)
-        res.scanned += int(np.count_nonzero(in_range))
-        if keep.all():
-            keys_b += [m.key() for m in msgs]
-            vals_b += [m.value() for m in msgs]
-        else:
-            idx = np.flatnonzero(keep)
-            keys_b += [msgs[i].key() for i in idx.tolist()]
-            vals_b += [msgs[i].value() for i in idx.tolist()]
-            parts, offs, ts = parts[idx], offs[idx], ts[idx]
-        parts_b.append(parts)
-        offs_b.append(offs)
-        ts_b.append(ts)
+            deadline = time.monotonic() + timeout_s
+            errs = [m.error() for m in msgs]
+            # Not errs.count(None): KafkaError.__eq__ raises on None.
+            if any([e is not None for e in errs]):
+                good = []
+                for m, err in zip(msgs, errs, strict=True):
+                    if err is None:
+                        good.append(m)
+                    elif err.code() == eof:
+                        pending.discard(m.partition())
+                    else:
+                        raise KafkaReadError(f"error reading {topic}[{m.partition()}]: {err}")
+                msgs = good
+                if not msgs:
+                    continue
+            parts = np.array([m.partition() for m in msgs], dtype=np.int64)
+            offs = np.array([m.offset() for m in msgs], dtype=np.int64)
+            ts = np.array([m.timestamp()[1] for m in msgs], dtype=np.int64)
+            # Messages past a partition's end bound (prefetched before it was paused) are not scanned.
+            in_range = offs <= last[parts]
+            np.maximum.at(nxt, parts, offs + 1)
+            for p in np.unique(parts).tolist():
+                if p in pending and nxt[p] > last[p]:
+                    pending.discard(p)
+                    c.pause([TopicPartition(topic, p)])
+            keep = in_range & (ts >= start_ms) & (ts < end_ms)
+            res.scanned += int(np.count_nonzero(in_range))
+            if keep.all():
+                keys_b += [m.key() for m in msgs]
+                vals_b += [m.value() for m in msgs]
+            else:
+                idx = np.flatnonzero(keep)
+                keys_b += [msgs[i].key() for i in idx.tolist()]
+                vals_b += [msgs[i].value() for i in idx.tolist()]
+                parts, offs, ts = parts[idx], offs[idx], ts[idx]
+            parts_b.append(parts)
+            offs_b.append(offs)
+            ts_b.append(ts)
         if len(vals_b) >= batch_size:
             yield _take_batch(parts_b, offs_b, ts_b, keys_b, vals_b, res)
             parts_b, offs_b, ts_b, keys_b, vals_b = [], [], [], [], []
