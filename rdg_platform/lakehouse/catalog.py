@@ -7,11 +7,11 @@ by the other. SQLite under the state directory by default (no server to run); Po
 production by configuration. The warehouse is a local directory by default, an object store
 (``s3://...`` plus ``s3.*`` properties) by configuration.
 
-Those two production settings are configuration only and untested here, and each needs a driver the
-default install does not ship: Postgres needs a SQLAlchemy driver for pyiceberg (the
-``pyiceberg[sql-postgres]`` extra, psycopg2) and ``org.postgresql:postgresql`` on Spark's classpath;
-an ``s3://`` warehouse needs ``org.apache.iceberg:iceberg-aws-bundle`` for Spark's S3FileIO
-(pyiceberg's pyarrow FileIO reads the same ``s3.*`` properties).
+The Postgres setting is tested against a real PostgreSQL (``tests/integration/test_lakehouse_assets.py``):
+psycopg2 (the ``pyiceberg[sql-postgres]`` extra) and ``org.postgresql:postgresql`` for Spark are part
+of the install. An ``s3://`` warehouse is configuration only and untested here: Spark's S3FileIO needs
+``org.apache.iceberg:iceberg-aws-bundle``, which is not fetched (pyiceberg's pyarrow FileIO reads the
+same ``s3.*`` properties).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Spark: session with the shared Iceberg catalog, and the rebuild of one namespace from the archive.
 
-Jars (Iceberg Spark runtime, Spark Cassandra connector, sqlite-jdbc) come from Maven Central through
+Jars (Iceberg Spark runtime, Spark Cassandra connector, sqlite-jdbc, postgresql) come from Maven Central through
 ``services/spark-pom.xml`` into ``<cache_dir>/jars/spark`` and are added with ``spark.jars``.
 
 Rebuild of namespace N (blue/green):
@@ -50,7 +50,8 @@ if TYPE_CHECKING:
     from rdg_platform.lakehouse.backfill import SideInputLookup
 
 REQUIRED_JAR_PREFIXES = ("iceberg-spark-runtime-3.5_2.12", "spark-cassandra-connector_2.12",
-                         "spark-cassandra-connector-driver_2.12", "java-driver-core-shaded", "sqlite-jdbc")
+                         "spark-cassandra-connector-driver_2.12", "java-driver-core-shaded", "sqlite-jdbc",
+                         "postgresql-")
 
 
 class SparkSetupError(RuntimeError):

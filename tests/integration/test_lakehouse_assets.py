@@ -31,7 +31,7 @@ from rdg_platform.lakehouse import versions
 from rdg_platform.lakehouse.archive import read_archive
 from rdg_platform.lakehouse.backfill import build_lookup
 from rdg_platform.lakehouse.maintenance import data_files_per_hour, referenced_files
-from rdg_platform.lakehouse.testing import SourceEvent, generate_events
+from rdg_platform.lakehouse.testing import SourceEvent, generate_events, postgres_server
 from rdg_platform.model import GraphSpec, map_event
 from rdg_platform.resources import CassandraResource, IcebergCatalogResource, KafkaResource, SparkResource
 
@@ -246,6 +246,36 @@ def spark_resource(iceberg: IcebergCatalogResource, services: object) -> Iterato
     session = res.session(iceberg.config())  # session-scoped: later getOrCreate calls reuse it
     yield res
     session.stop()
+
+
+@pytest.fixture(scope="module")
+def pg_iceberg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IcebergCatalogResource]:
+    """The production catalog setting: the catalog database on a real PostgreSQL server."""
+    d: Path = tmp_path_factory.mktemp("pg-catalog")
+    with postgres_server(d / "server") as (host, port):
+        yield IcebergCatalogResource(catalog_name="rdgpg", uri=f"postgresql+psycopg2://{host}:{port}/postgres",
+                                     user="postgres", warehouse=(d / "warehouse").as_uri())
+
+
+def test_postgres_catalog_archive_shared_with_spark(pg_iceberg: IcebergCatalogResource, produced: Counter[str],
+                                                    spark_resource: SparkResource, live_ks: str) -> None:
+    """Archive into a Postgres catalog, then read the same tables through Spark's JdbcCatalog on the
+    same database, as production would; the catalog rows really are in Postgres."""
+    import sqlalchemy as sa
+
+    res = materialize(ARCHIVE, partition_key=PARTITION_KEY, resources=_resources(pg_iceberg, live_ks))
+    assert res.success
+    cat = pg_iceberg.catalog()
+    assert read_archive(cat, "member.login", HOUR_MS, HOUR_MS + 3_600_000).num_rows == produced["member.login"]
+    engine = sa.create_engine(pg_iceberg.config().sqlalchemy_uri())
+    with engine.connect() as con:
+        names = set(con.execute(sa.text("SELECT table_name FROM iceberg_tables WHERE catalog_name = :c "
+                                        "AND table_namespace = 'archive'"), {"c": "rdgpg"}).scalars())
+    engine.dispose()
+    assert {"member_login", "member_playback", "catalog_titles"} <= names
+    spark = spark_resource.session(pg_iceberg.config())
+    n = spark.sql("SELECT count(*) FROM rdgpg.archive.member_playback").collect()[0][0]
+    assert n == produced["member.playback"]  # the undecodable record is counted, not archived
 
 
 def test_iceberg_catalog_shared_with_spark(archived: dict[str, Any], spark_resource: SparkResource,
