@@ -330,3 +330,41 @@ def test_fields_encoder_is_part_of_the_record_body() -> None:
         fields_encoder(schema, names[:2])(rec)):]
     with pytest.raises(ValueError):
         fields_encoder(schema, ["account_id", "title_id"])  # not a contiguous run
+
+
+@given(st.lists(st.floats(min_value=0.01, max_value=100.0), min_size=1, max_size=8), st.integers(0, 2**32))
+def test_choice_draws_exactly_like_random_choices(weights: list[float], seed: int) -> None:
+    """The generator's cheap draw must give random.choices' result and leave the same RNG state, or
+    a seed's stream would change."""
+    from itertools import accumulate
+
+    from rdg_platform.generator.journeys import _choice
+
+    pop = list(range(len(weights)))
+    cum = list(accumulate(weights))
+    a, b = random.Random(seed), random.Random(seed)
+    for _ in range(20):
+        assert _choice(pop, cum, a) == b.choices(pop, cum_weights=cum)[0]
+        assert _choice(pop, cum, a) == b.choices(pop, weights)[0]
+    assert a.random() == b.random()
+
+
+def test_gc_paused_restores_the_collector() -> None:
+    import gc
+
+    from rdg_platform.gcpause import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # was off before: stays off
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError), gc_paused():
+        raise RuntimeError("boom")
+    assert gc.isenabled()
