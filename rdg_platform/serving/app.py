@@ -199,7 +199,7 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None,
         metrics.requests.labels(endpoint, str(resp.status_code)).inc()
         return resp
 
-    @app.get("/v1/nodes/{type}/{id}", response_model=NodeBody, responses=ERRORS, summary="Get a node")
+    @app.get("/v1/nodes/{type}/{id:path}", response_model=NodeBody, responses=ERRORS, summary="Get a node")
     async def get_node(type: TypePath, id: IdPath) -> Response:
         async def run() -> Response:
             t0 = time.perf_counter()
@@ -215,7 +215,7 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None,
             return _json(node)
         return await guarded("node", run)
 
-    @app.get("/v1/edges/{edge_type}/{id}", response_model=EdgesBody, responses=ERRORS,
+    @app.get("/v1/edges/{edge_type}/{id:path}", response_model=EdgesBody, responses=ERRORS,
              summary="List a node's out- or in-edges of one type")
     async def get_edges(
         edge_type: TypePath,

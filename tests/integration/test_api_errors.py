@@ -24,11 +24,37 @@ def url(services: object, cfg: Settings) -> Iterator[str]:
     store = GraphStore.from_spec(spec)
     store.ensure_schema()
     store.write([GraphRecord("node", "account", "a1", None, {"plan": "p"}, 1),
-                 *(GraphRecord("edge", "logged_in_from", "a1", f"d{i}", {}, 10 + i) for i in range(3))])
+                 *(GraphRecord("edge", "logged_in_from", "a1", f"d{i}", {}, 10 + i) for i in range(3)),
+                 *(GraphRecord("node", "account", i, None, {"plan": i}, 2) for i in ODD_IDS),
+                 *(GraphRecord("edge", "logged_in_from", i, "d/0", {}, 20) for i in ODD_IDS)])
     with serve_in_thread(create_app(spec, store=store)) as base:
         yield base
     store.kv.drop_keyspaces()
     store.close()
+
+
+# Ids are any 1-256 printable characters: these must round-trip through the URL path.
+ODD_IDS = ["acc/1", "a/b/c", "q?x=1", "100%", "sp ace", "h#sh", "ünï", "/lead", "trail/"]
+
+
+@pytest.mark.parametrize("node_id", ODD_IDS)
+def test_ids_with_url_characters_are_served(url: str, node_id: str) -> None:
+    from urllib.parse import quote
+
+    from rdg_platform.serving.client import GraphClient
+
+    seg = quote(node_id, safe="")
+    r = httpx.get(f"{url}/v1/nodes/account/{seg}")
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == node_id and r.json()["properties"] == {"plan": node_id}
+    r = httpx.get(f"{url}/v1/edges/logged_in_from/{seg}")
+    assert r.status_code == 200, r.text
+    assert [(e["src"], e["dst"]) for e in r.json()["edges"]] == [(node_id, "d/0")]
+    r = httpx.get(f"{url}/v1/edges/logged_in_from/d%2F0", params={"direction": "in", "limit": 1000})
+    assert node_id in {e["src"] for e in r.json()["edges"]}
+    with GraphClient(url) as client:
+        node = client.node("account", node_id)
+        assert node is not None and node["id"] == node_id
 
 
 def expect(r: httpx.Response, status: int, *words: str) -> None:
