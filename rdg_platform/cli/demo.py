@@ -189,10 +189,8 @@ def demo(
     summary = run_generator(gcfg, cfg.kafka_bootstrap, cfg.registry_url, rate=rate, quiet=not sys.stdout.isatty())
     typer.echo(summary.table())
 
-    window_s = float(os.environ.get("RDG_DEDUP_WINDOW_S", "10"))
-    typer.echo(f"waiting {window_s + 5:.0f}s for the dedup window to flush ...")
-    time.sleep(window_s + 5)
     account_id = _richest_account(gcfg)
+    _wait_for_graph(cfg, account_id)
     typer.secho(f"\nA live member journey (account {account_id}):", bold=True)
     _print_journey(cfg.api_url, account_id)
     typer.secho(f"\nThe demo is up ({time.monotonic() - t0:.0f}s). Explore:", bold=True)
@@ -203,6 +201,40 @@ def demo(
         typer.echo(f"  Dagster UI: {dagster_url}")
     typer.echo("  rdg generate --members 1000 --rate 1000   (more traffic)")
     typer.echo("  rdg demo --stop        (stop everything)")
+
+
+def _wait_for_graph(cfg: Any, account_id: str, timeout_s: float = 180.0) -> None:
+    """Wait until the showcased account's journey is in the graph: the dedup window must flush and the
+    sinks write, and apps started on topics holding earlier traffic first work through that backlog.
+    Prints the apps' total consumer lag while waiting, and says what to do if it takes too long."""
+    from rdg_platform.serving.client import GraphClient
+    from rdg_platform.streaming.supervisor import AppSupervisor
+
+    window_s = float(os.environ.get("RDG_DEDUP_WINDOW_S", "10"))
+    typer.echo(f"waiting for account {account_id} to reach the graph (dedup window {window_s:.0f}s, then the sinks) ...")
+    sup = AppSupervisor(cfg)
+    t0 = time.monotonic()
+    last_report = t0
+    with GraphClient(cfg.api_url) as client:
+        while True:
+            try:
+                edges = client.edges("logged_in_from", account_id, limit=1)["edges"]
+                if client.node("account", account_id) is not None and edges:
+                    typer.echo(f"  in the graph after {time.monotonic() - t0:.0f}s")
+                    return
+            except Exception as exc:  # noqa: BLE001 - the API restarting is reported, then retried
+                typer.echo(f"  graph API not answering yet: {exc}")
+            now = time.monotonic()
+            lag = sum(s.lag or 0 for s in sup.status())
+            if now - t0 > timeout_s:
+                typer.secho(f"  not in the graph after {timeout_s:.0f}s; the apps still have {lag:,.0f} records "
+                            "to process (earlier traffic on these topics). It will appear when they catch up: "
+                            f"`rdg apps status`, `rdg query node account {account_id}`.", fg=typer.colors.YELLOW)
+                return
+            if now - last_report >= 10:
+                typer.echo(f"  {now - t0:.0f}s: apps' consumer lag {lag:,.0f} records")
+                last_report = now
+            time.sleep(1.0)
 
 
 def _richest_account(gcfg: Any) -> str:
