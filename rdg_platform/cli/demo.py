@@ -189,8 +189,8 @@ def demo(
     summary = run_generator(gcfg, cfg.kafka_bootstrap, cfg.registry_url, rate=rate, quiet=not sys.stdout.isatty())
     typer.echo(summary.table())
 
-    account_id = _richest_account(gcfg)
-    _wait_for_graph(cfg, account_id)
+    account_id, login_ms = _richest_account(gcfg)
+    _wait_for_graph(cfg, account_id, login_ms)
     typer.secho(f"\nA live member journey (account {account_id}):", bold=True)
     _print_journey(cfg.api_url, account_id)
     typer.secho(f"\nThe demo is up ({time.monotonic() - t0:.0f}s). Explore:", bold=True)
@@ -203,8 +203,9 @@ def demo(
     typer.echo("  rdg demo --stop        (stop everything)")
 
 
-def _wait_for_graph(cfg: Any, account_id: str, timeout_s: float = 180.0) -> None:
-    """Wait until the showcased account's journey is in the graph: the dedup window must flush and the
+def _wait_for_graph(cfg: Any, account_id: str, login_ms: int, timeout_s: float = 180.0) -> None:
+    """Wait until this run's last login of the showcased account is in the graph (its account node's
+    ``last_seen_ts`` reaches ``login_ms``): the dedup window must flush and the
     sinks write, and apps started on topics holding earlier traffic first work through that backlog.
     Prints the apps' total consumer lag while waiting, and says what to do if it takes too long."""
     from rdg_platform.serving.client import GraphClient
@@ -218,8 +219,8 @@ def _wait_for_graph(cfg: Any, account_id: str, timeout_s: float = 180.0) -> None
     with GraphClient(cfg.api_url) as client:
         while True:
             try:
-                edges = client.edges("logged_in_from", account_id, limit=1)["edges"]
-                if client.node("account", account_id) is not None and edges:
+                node = client.node("account", account_id)
+                if node is not None and int(node["properties"].get("last_seen_ts") or 0) >= login_ms:
                     typer.echo(f"  in the graph after {time.monotonic() - t0:.0f}s")
                     return
             except Exception as exc:  # noqa: BLE001 - the API restarting is reported, then retried
@@ -237,18 +238,25 @@ def _wait_for_graph(cfg: Any, account_id: str, timeout_s: float = 180.0) -> None
             time.sleep(1.0)
 
 
-def _richest_account(gcfg: Any) -> str:
-    """The first account the generator sent login, playback and gaming events for (the full story)."""
+def _richest_account(gcfg: Any) -> tuple[str, int]:
+    """The first account the generator sent login, playback and gaming events for (the full story), and
+    the event time of its last login in this run: the graph holds this run's data once the account's
+    ``last_seen_ts`` (last-write-wins by event time) has reached it. Account ids repeat across runs, so
+    the node merely existing proves nothing."""
     from rdg_platform.generator.journeys import generate_events
 
     seen: dict[str, set[str]] = {}
-    first = ""
+    last_login: dict[str, int] = {}
+    chosen = ""
     for ev in generate_events(gcfg):
         if ev.bad or not ev.topic.startswith("member."):
             continue
-        first = first or ev.key
-        topics = seen.setdefault(ev.key, set())
-        topics.add(ev.topic)
-        if len(topics) == 3:
-            return str(ev.key)
-    return first
+        if ev.topic == "member.login":
+            last_login[ev.key] = ev.timestamp_ms
+        if not chosen:
+            topics = seen.setdefault(ev.key, set())
+            topics.add(ev.topic)
+            if len(topics) == 3 and ev.key in last_login:
+                chosen = ev.key
+    chosen = chosen or next(iter(last_login), "")
+    return chosen, last_login.get(chosen, 0)
