@@ -117,8 +117,8 @@ def build_archive_assets(topics: Sequence[str] = SOURCE_TOPICS,
 
 assets = build_archive_assets()
 asset_checks: list[Any] = []  # embedded in the assets (check_specs)
+# Hourly partitioned: inferred from the selected assets.
 archive_hourly_job = define_asset_job("archive_hourly_job", selection=AssetSelection.groups(GROUP),
-                                      partitions_def=archive_partitions,
                                       description="Archive the previous hour of every source topic.")
 jobs = [archive_hourly_job]
 # Runs a few minutes after each hour closes and archives that hour.
