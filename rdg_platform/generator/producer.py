@@ -11,6 +11,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from rdg_platform.gcpause import gc_paused
 from rdg_platform.generator.encoded import Batch, can_fork_worker, encoded_batches, worker_batches
 from rdg_platform.generator.journeys import CATALOG_TOPICS, MEMBER_TOPICS, Event, GeneratorConfig
 from rdg_platform.serde import HEADER, MAGIC, AvroSerde
@@ -171,27 +172,38 @@ def produce_batches(batches: Iterable[Batch], producer: Producer, tracker: Deliv
     t0 = time.perf_counter()
     step = 1000 if rate <= 0 else max(1, min(1000, int(rate / 50)))
     n = 0
-    for batch in batches:
-        for i in range(0, len(batch), step):
-            chunk = batch[i:i + step] if len(batch) > step else batch
-            for topic, value, key, ts, headers, _src in chunk:
-                try:
-                    # Positional: the same call as produce(topic, value, key, timestamp=ts, headers=headers)
-                    # (partition -1 = the partitioner, no per-record callbacks) without parsing keyword
-                    # arguments, ~30% of the call's cost. The order is the C signature's (topic, value, key,
-                    # partition, callback, on_delivery, timestamp, headers) in confluent-kafka 2.x; the
-                    # integration test checks the timestamps and partitions that arrive.
-                    produce(topic, value, key, -1, None, None, ts, headers)
-                except BufferError:
-                    _produce_when_room(producer, topic, value, key, ts, headers)
-            n += len(chunk)
-            poll(0)
-            if progress is not None:
-                progress(len(chunk))
-            if rate > 0:
-                ahead = t0 + n / rate - time.perf_counter()
-                if ahead > 0:
-                    time.sleep(ahead)
+    chunk: Batch = []
+    it = iter(batches)
+    while True:
+        # One window at a time without the cyclic GC, from its generation to its last produce call:
+        # its tens of thousands of record tuples are then freed before any collection has walked
+        # them (pausing only the generation would defer that walk, not save it). Nothing here makes
+        # reference cycles; the collector runs between windows as usual.
+        with gc_paused():
+            batch = next(it, None)
+            if batch is None:
+                break
+            for i in range(0, len(batch), step):
+                chunk = batch[i:i + step] if len(batch) > step else batch
+                for topic, value, key, ts, headers, _src in chunk:
+                    try:
+                        # Positional: the same call as produce(topic, value, key, timestamp=ts, headers=headers)
+                        # (partition -1 = the partitioner, no per-record callbacks) without parsing keyword
+                        # arguments, ~30% of the call's cost. The order is the C signature's (topic, value,
+                        # key, partition, callback, on_delivery, timestamp, headers) in confluent-kafka 2.x;
+                        # the integration test checks the timestamps and partitions that arrive.
+                        produce(topic, value, key, -1, None, None, ts, headers)
+                    except BufferError:
+                        _produce_when_room(producer, topic, value, key, ts, headers)
+                n += len(chunk)
+                poll(0)
+                if progress is not None:
+                    progress(len(chunk))
+                if rate > 0:
+                    ahead = t0 + n / rate - time.perf_counter()
+                    if ahead > 0:
+                        time.sleep(ahead)
+            batch = chunk = []  # drop the window's records while the collector is still paused
     remaining = producer.flush(flush_timeout_s)
     summary.elapsed_s = time.perf_counter() - t0
     summary.failed = tracker.failed + remaining
