@@ -23,7 +23,7 @@ unit: install ## Run only the unit tests (no services needed)
 
 lint: install ## ruff + mypy
 	$(BIN)/ruff check rdg_platform tests benchmarks
-	$(BIN)/mypy rdg_platform
+	$(BIN)/mypy rdg_platform tests benchmarks
 
 services-up: install ## Start the local services (Kafka, Cassandra, schema registry)
 	$(BIN)/rdg services up

@@ -269,7 +269,7 @@ def test_postgres_catalog_archive_shared_with_spark(pg_iceberg: IcebergCatalogRe
     assert read_archive(cat, "member.login", HOUR_MS, HOUR_MS + 3_600_000).num_rows == produced["member.login"]
     engine = sa.create_engine(pg_iceberg.config().sqlalchemy_uri())
     with engine.connect() as con:
-        names = set(con.execute(sa.text("SELECT table_name FROM iceberg_tables WHERE catalog_name = :c "
+        names: set[str] = set(con.execute(sa.text("SELECT table_name FROM iceberg_tables WHERE catalog_name = :c "
                                         "AND table_namespace = 'archive'"), {"c": "rdgpg"}).scalars())
     engine.dispose()
     assert {"member_login", "member_playback", "catalog_titles"} <= names
@@ -349,8 +349,9 @@ def test_maintenance_compacts_and_expires_with_equal_data(archived: dict[str, An
         assert res.success
         orphan_meta = next(e.step_materialization_data.materialization.metadata
                            for e in res.get_asset_materialization_events()
-                           if e.asset_key.path[-1] == "iceberg_remove_orphan_files")
-        assert orphan_meta["tables"].value["member.gaming"]["orphans_deleted"] > 0  # the files compaction replaced
+                           if e.asset_key is not None and e.asset_key.path[-1] == "iceberg_remove_orphan_files")
+        tables: Any = orphan_meta["tables"].value
+        assert tables["member.gaming"]["orphans_deleted"] > 0  # the files compaction replaced
         table.refresh()
         assert data_files_per_hour(table)[hour] == 1
         assert len(table.snapshots()) < snaps_before

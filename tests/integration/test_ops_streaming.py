@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dagster import AssetObservation, build_sensor_context
+from dagster import AssetCheckEvaluation, AssetObservation, SensorResult, build_sensor_context
 
 from rdg_platform.assets.streaming_control import (
     APPS,
@@ -53,6 +53,7 @@ def _tick(res: StreamingLauncherResource) -> list[AssetObservation]:
         started = time.monotonic()
         result = streaming_apps_health_sensor(ctx)
         assert time.monotonic() - started < 30, "a sensor tick must stay short"
+    assert isinstance(result, SensorResult)
     return [e for e in result.asset_events if isinstance(e, AssetObservation)]
 
 
@@ -92,7 +93,8 @@ def test_stopped_app_is_not_restarted(launcher_resource: StreamingLauncherResour
     _wait(launcher_resource, app, running=False)
     with build_sensor_context(resources={"streaming_launcher": launcher_resource}) as ctx:
         result = streaming_apps_health_sensor(ctx)
-    checks = [e for e in result.asset_events if getattr(e, "check_name", None) == CHECK_RUNNING
-              and e.asset_key.path[-1] == app]
+    assert isinstance(result, SensorResult)
+    checks = [e for e in result.asset_events if isinstance(e, AssetCheckEvaluation)
+              and e.check_name == CHECK_RUNNING and e.asset_key.path[-1] == app]
     assert checks and checks[0].passed  # stopped on purpose is not a failure
     assert not _status(launcher_resource, app).running

@@ -251,7 +251,8 @@ def _reference(cfg: GeneratorConfig, serde: AvroSerde) -> list[tuple[str, bytes,
 
 
 def _encoded(cfg: GeneratorConfig, serde: AvroSerde, *, worker: bool = False
-             ) -> tuple[list[tuple[str, bytes, bytes | None, int, object]], Counter[str], Counter[tuple[str, str]]]:
+             ) -> tuple[list[tuple[str, bytes, bytes | None, int, list[tuple[str, bytes]] | None]], Counter[str],
+                        Counter[tuple[str, str]]]:
     counts: Counter[str] = Counter()
     bad: Counter[tuple[str, str]] = Counter()
     make = worker_batches if worker else encoded_batches

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from quixstreams import Application
@@ -185,7 +185,7 @@ def test_dedup_output_writes_exactly_like_every_input(seed: int) -> None:
     for _ in range(300):
         props = {p: rnd.choice([rnd.randrange(4), f"v{rnd.randrange(3)}", ["x", "é"], 1.5e20])
                  for p in ("a", "b", "c", "d") if rnd.random() < 0.4}
-        kind = rnd.choice(["node", "edge"])
+        kind: Literal["node", "edge"] = rnd.choice(["node", "edge"])
         recs.append(GraphRecord(kind, "t", f"k{rnd.randrange(6)}", f"d{rnd.randrange(2)}" if kind == "edge" else None,
                                 props, T0 + rnd.randrange(50)))  # few distinct times: many ties
     want = _cells(recs)
