@@ -63,6 +63,20 @@ def test_validation_errors_are_json_without_storage() -> None:
         assert "rdg_api_stage_seconds" in c.get("/metrics").text
 
 
+def test_server_freezes_its_startup_heap_only_when_asked() -> None:
+    import gc
+
+    spec = default_spec()
+    gc.unfreeze()
+    with TestClient(create_app(spec, store=GraphStore.from_spec(spec))):
+        assert gc.get_freeze_count() == 0  # embedded (a store was passed): the default leaves the GC alone
+    try:
+        with TestClient(create_app(spec, store=GraphStore.from_spec(spec), freeze_heap=True)):
+            assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
+
+
 def test_group_by_replicas_keeps_keys_of_one_replica_set_together() -> None:
     from rdg_platform.kv.graph_store import group_by_replicas
 
