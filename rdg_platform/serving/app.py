@@ -12,7 +12,6 @@ connects and creates the schema off the event loop.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +28,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rdg_platform.gcpause import freeze_startup_heap
 from rdg_platform.kv.codec import BadPageTokenError
 from rdg_platform.kv.graph_store import GraphStore, UnknownTypeError
 from rdg_platform.model.spec import GraphSpec, default_spec
@@ -168,8 +168,7 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None,
             # objects) lives as long as the server. Frozen, the cyclic GC's full collections, which a
             # traversal's thousands of rows trigger, stop walking it: 3-hop service CPU per request
             # dropped ~25% and p99 ~30% (benchmarks/RESULTS.md).
-            gc.collect()
-            gc.freeze()
+            freeze_startup_heap()
         try:
             yield
         finally:
