@@ -114,7 +114,11 @@ def _describe_validation(exc: RequestValidationError) -> tuple[int, str]:
     parts = []
     for e in errs[:5]:
         loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+        msg = e.get("msg", "invalid")
+        if loc.endswith("id") and e.get("type") == "string_pattern_mismatch":
+            # The regex itself tells a client nothing; say what an id may be.
+            msg = "an id is 1-256 printable characters (none given, too long, or a control character)"
+        parts.append(f"{loc}: {msg}")
     return 422, "; ".join(parts) or "invalid request"
 
 
