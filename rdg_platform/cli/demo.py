@@ -208,7 +208,7 @@ def _wait_for_graph(cfg: Any, account_id: str, login_ms: int, timeout_s: float =
     ``last_seen_ts`` reaches ``login_ms``): the dedup window must flush and the
     sinks write, and apps started on topics holding earlier traffic first work through that backlog.
     Prints the apps' total consumer lag while waiting, and says what to do if it takes too long."""
-    from rdg_platform.serving.client import GraphClient
+    from rdg_platform.serving.client import GraphAPIError, GraphClient
     from rdg_platform.streaming.supervisor import AppSupervisor
 
     window_s = float(os.environ.get("RDG_DEDUP_WINDOW_S", "10"))
@@ -223,16 +223,17 @@ def _wait_for_graph(cfg: Any, account_id: str, login_ms: int, timeout_s: float =
                 if node is not None and int(node["properties"].get("last_seen_ts") or 0) >= login_ms:
                     typer.echo(f"  in the graph after {time.monotonic() - t0:.0f}s")
                     return
-            except Exception as exc:  # noqa: BLE001 - the API restarting is reported, then retried
+            except (httpx.HTTPError, GraphAPIError) as exc:  # the API restarting: reported, then retried
                 typer.echo(f"  graph API not answering yet: {exc}")
             now = time.monotonic()
-            lag = sum(s.lag or 0 for s in sup.status())
             if now - t0 > timeout_s:
+                lag = sum(s.lag or 0 for s in sup.status())
                 typer.secho(f"  not in the graph after {timeout_s:.0f}s; the apps still have {lag:,.0f} records "
                             "to process (earlier traffic on these topics). It will appear when they catch up: "
                             f"`rdg apps status`, `rdg query node account {account_id}`.", fg=typer.colors.YELLOW)
                 return
-            if now - last_report >= 10:
+            if now - last_report >= 10:  # the lag is scraped from every app's metrics: only when shown
+                lag = sum(s.lag or 0 for s in sup.status())
                 typer.echo(f"  {now - t0:.0f}s: apps' consumer lag {lag:,.0f} records")
                 last_report = now
             time.sleep(1.0)

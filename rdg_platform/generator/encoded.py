@@ -286,31 +286,31 @@ class MemberRenderer:
             b = stop if stop < lim else lim
             if a < b:
                 hbs = range(a, b, hb)
-                digits = map(_digits, range(seg.seq0 + k, seg.seq0 + k + len(hbs)))
+                s0 = seg.seq0 + k
+                digits = map(_digits, range(s0, s0 + len(hbs)))
                 beat = codec.actions["HEARTBEAT"]
                 dpos = seg.pos0 - t0
-                s0, last = seg.seq0 + k, hbs[-1]
-                if (_Z_LO <= 2 * a and 2 * b <= _Z_HI and (2 * a) >> 28 == (2 * last) >> 28
-                        and len(_digits(s0)) == len(_digits(s0 + len(hbs) - 1))
+                d0 = _digits(s0)
+                if (_Z_LO <= 2 * a and 2 * b <= _Z_HI and (2 * a) >> 28 == (2 * hbs[-1]) >> 28
+                        and len(d0) == len(_digits(s0 + len(hbs) - 1))
                         and (not codec.with_position or 1 << 14 <= 2 * (a + dpos) and 2 * (b + dpos) <= _ZP_HI)):
                     # The common case, and the hottest loop of `rdg generate`: within this run of
                     # heartbeats the event id's digit count and the time's top varint chunk do not
                     # change and the position takes exactly two chunks, so everything but the low time
                     # chunks, the digits and the position is one constant piece.
                     C, U, M = _C14, _U14, _M14
-                    pre = heads[len(_digits(s0))]
+                    pre = heads[len(d0)]
                     if codec.with_position:
                         mid_beat = U[(2 * a) >> 28] + mid + beat
                         buf += [(out, _join((pre, d, C[z & M], C[z >> 14 & M], mid_beat, C[zp & M], U[zp >> 14], tail)),
                                  key, ts, None, src)
                                 for ts, z, zp, d in zip(hbs, range(2 * a, 2 * b, 2 * hb),
-                                                        range(2 * (a + dpos), 2 * (b + dpos), 2 * hb),
-                                                        map(_digits, range(s0, s0 + len(hbs))), strict=True)]
+                                                        range(2 * (a + dpos), 2 * (b + dpos), 2 * hb), digits,
+                                                        strict=True)]
                     else:
                         rest = U[(2 * a) >> 28] + mid + beat + tail
                         buf += [(out, _join((pre, d, C[z & M], C[z >> 14 & M], rest)), key, ts, None, src)
-                                for ts, z, d in zip(hbs, range(2 * a, 2 * b, 2 * hb),
-                                                    map(_digits, range(s0, s0 + len(hbs))), strict=True)]
+                                for ts, z, d in zip(hbs, range(2 * a, 2 * b, 2 * hb), digits, strict=True)]
                 elif not (_Z_LO <= 2 * a and 2 * b <= _Z_HI and 0 <= 2 * (a + dpos) and 2 * (b + dpos) <= _ZP_HI):
                     # Times or positions outside the inlined varint ranges below: the general encoder.
                     if codec.with_position:
