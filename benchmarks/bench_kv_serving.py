@@ -230,7 +230,7 @@ def raw_reads(store: GraphStore, ids: list[str], limit: int, n: int, concurrency
 
 def cassandra_process(cfg: Any) -> psutil.Process | None:
     """The local Cassandra started by ``rdg services up`` (None when the bench runs against another)."""
-    from rdg_platform.services.manager import ServiceManager
+    from rdg_platform.local_services.manager import ServiceManager
 
     pid = ServiceManager(cfg).status(["cassandra"])["cassandra"].pid
     return psutil.Process(pid) if pid else None

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from rdg_platform.config import Settings
-from rdg_platform.services import ServiceManager
-from rdg_platform.services.base import SERVICE_PORT_ENV_VARS, free_ports
-from rdg_platform.services.fetch import MAVEN_REPO_ENV
+from rdg_platform.local_services import ServiceManager
+from rdg_platform.local_services.base import SERVICE_PORT_ENV_VARS, free_ports
+from rdg_platform.local_services.fetch import MAVEN_REPO_ENV
 
 
 def _timed_up(

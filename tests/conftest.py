@@ -12,8 +12,8 @@ import pytest
 
 from rdg_platform.config import Settings, settings
 from rdg_platform.model import GraphSpec, load_spec
-from rdg_platform.services.manager import ServiceManager
-from rdg_platform.services.testing import ensure_services
+from rdg_platform.local_services.manager import ServiceManager
+from rdg_platform.local_services.testing import ensure_services
 
 
 @pytest.fixture(scope="session")

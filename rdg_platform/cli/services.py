@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from rdg_platform.config import settings
-from rdg_platform.services.manager import (
+from rdg_platform.local_services.manager import (
     DEFAULT_TIMEOUT_S,
     SERVICE_NAMES,
     ServiceError,

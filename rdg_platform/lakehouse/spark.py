@@ -1,7 +1,7 @@
 """Spark: session with the shared Iceberg catalog, and the rebuild of one namespace from the archive.
 
 Jars (Iceberg Spark runtime, Spark Cassandra connector, sqlite-jdbc, postgresql) come from Maven Central through
-``services/spark-pom.xml`` into ``<cache_dir>/jars/spark`` and are added with ``spark.jars``.
+``deps/maven/spark-pom.xml`` into ``<cache_dir>/jars/spark`` and are added with ``spark.jars``.
 
 Rebuild of namespace N (blue/green):
 1. read the archive tables of every topic whose mapping produces N's type (Spark SQL on the shared
@@ -59,7 +59,7 @@ class SparkSetupError(RuntimeError):
 
 
 def default_pom() -> Path:
-    return Path(__file__).resolve().parents[2] / "services" / "spark-pom.xml"
+    return Path(__file__).resolve().parents[2] / "deps" / "maven" / "spark-pom.xml"
 
 
 def spark_jars(jars_dir: Path) -> list[str]:

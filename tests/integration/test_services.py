@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from rdg_platform.cli.services import services_app
 from rdg_platform.config import Settings
-from rdg_platform.services import ServiceError, ServiceManager
-from rdg_platform.services.base import SERVICE_PORT_ENV_VARS, free_ports
+from rdg_platform.local_services import ServiceError, ServiceManager
+from rdg_platform.local_services.base import SERVICE_PORT_ENV_VARS, free_ports
 
 pytestmark = pytest.mark.integration
 

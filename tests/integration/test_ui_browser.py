@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rdg_platform.services.base import free_ports
+from rdg_platform.local_services.base import free_ports
 
 pytestmark = pytest.mark.integration
 

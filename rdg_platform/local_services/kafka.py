@@ -11,8 +11,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from rdg_platform.services.base import Probe, Service, port_is_open
-from rdg_platform.services.fetch import KAFKA_VERSION
+from rdg_platform.local_services.base import Probe, Service, port_is_open
+from rdg_platform.local_services.fetch import KAFKA_VERSION
 
 # Light JVM: this machine class has 2 cores shared by several developers.
 KAFKA_JVM_OPTS = [

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rdg_platform.config import Settings
 
-# Mirrored from services/pom.xml (the cache marker records them so a version bump refetches).
+# Mirrored from deps/maven/pom.xml (the cache marker records them so a version bump refetches).
 KAFKA_VERSION = "4.4.0"
 CASSANDRA_VERSION = "5.0.9"
 APICURIO_VERSION = "2.6.13.Final"
@@ -47,11 +47,11 @@ class FetchError(RuntimeError):
 
 
 def pom_path() -> Path:
-    """Locate ``services/pom.xml`` at the project root (the package is installed editable)."""
+    """Locate ``deps/maven/pom.xml`` at the project root (the package is installed editable)."""
     override = os.environ.get("RDG_SERVICES_POM")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "services" / "pom.xml"
+    return Path(__file__).resolve().parents[2] / "deps" / "maven" / "pom.xml"
 
 
 def jar_dir(settings: Settings, service: str) -> Path:

@@ -24,11 +24,11 @@ import psutil
 
 from rdg_platform.config import Settings
 from rdg_platform.config import settings as load_settings
-from rdg_platform.services import fetch
-from rdg_platform.services.base import Probe, Service, port_is_free, port_owner, tail
-from rdg_platform.services.cassandra import CassandraService
-from rdg_platform.services.kafka import KafkaService
-from rdg_platform.services.registry import RegistryService
+from rdg_platform.local_services import fetch
+from rdg_platform.local_services.base import Probe, Service, port_is_free, port_owner, tail
+from rdg_platform.local_services.cassandra import CassandraService
+from rdg_platform.local_services.kafka import KafkaService
+from rdg_platform.local_services.registry import RegistryService
 
 # Start order: the slowest to boot first so the others start while it warms up.
 SERVICE_NAMES: tuple[str, ...] = ("cassandra", "registry", "kafka")

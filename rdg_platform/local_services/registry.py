@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from rdg_platform.services.base import Probe, Service, port_is_open
-from rdg_platform.services.fetch import APICURIO_VERSION
+from rdg_platform.local_services.base import Probe, Service, port_is_open
+from rdg_platform.local_services.fetch import APICURIO_VERSION
 
 REGISTRY_JVM_OPTS = [
     "-Xms64m",

@@ -3,6 +3,6 @@
 Use :class:`ServiceManager` from code and tests; ``rdg services up|down|status`` wraps it.
 """
 
-from rdg_platform.services.manager import SERVICE_NAMES, ServiceError, ServiceManager, ServiceStatus
+from rdg_platform.local_services.manager import SERVICE_NAMES, ServiceError, ServiceManager, ServiceStatus
 
 __all__ = ["SERVICE_NAMES", "ServiceError", "ServiceManager", "ServiceStatus"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from rdg_platform.services.base import Probe, Service, port_is_open
+from rdg_platform.local_services.base import Probe, Service, port_is_open
 
 # From apache/cassandra conf/jvm17-server.options ("### JPMS" and "### Netty Options" sections;
 # read at commit 07ad4a29635e9b29eb87dcb5ff2512b6794c66fe; verified to boot 5.0.9 on Java 17).
