@@ -24,16 +24,19 @@ from rdg_platform.config import Settings
 KAFKA_VERSION = "4.4.0"
 CASSANDRA_VERSION = "5.0.9"
 APICURIO_VERSION = "2.6.13.Final"
+S3PROXY_VERSION = "2.6.0"
 VERSIONS: dict[str, str] = {
     "kafka": KAFKA_VERSION,
     "cassandra": CASSANDRA_VERSION,
     "registry": APICURIO_VERSION,
+    "s3proxy": S3PROXY_VERSION,
 }
 # Kafka and Cassandra need their jars copied; the registry is one zip assembly that gets unpacked.
 _GOALS: dict[str, list[str]] = {
     "kafka": ["dependency:copy-dependencies", "-DincludeScope=runtime"],
     "cassandra": ["dependency:copy-dependencies", "-DincludeScope=runtime"],
     "registry": ["dependency:unpack-dependencies"],
+    "s3proxy": ["dependency:copy-dependencies", "-DincludeScope=runtime"],
 }
 _MARKER = ".rdg-fetched"
 # Set to a directory to make mvn use a separate local repository (the cold-start benchmark does).
