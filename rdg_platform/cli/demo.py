@@ -129,7 +129,7 @@ def demo(
     from rdg_platform.serde import AvroSerde
     from rdg_platform.local_services.manager import ServiceError, ServiceManager
     from rdg_platform.streaming.supervisor import AppSupervisor
-    from rdg_platform.topics import ensure_topics
+    from rdg_platform.topology import ensure_topics
 
     cfg = settings()
     if stop:

@@ -84,7 +84,7 @@ def generate(
     bs = bootstrap or s.kafka_bootstrap
     if ensure:
         from rdg_platform.model.spec import default_spec
-        from rdg_platform.topics import ensure_topics
+        from rdg_platform.topology import ensure_topics
 
         try:
             ensure_topics(bs, default_spec())

@@ -1,4 +1,4 @@
-"""``rdg topics create|list``: Kafka topics from configuration (``rdg_platform/topics.yaml``).
+"""``rdg topics create|list``: Kafka topics from configuration (``rdg_platform/topology.yaml``).
 
 Registered by the lead with ``app.add_typer(topics_app, name="topics")``.
 """
@@ -18,7 +18,7 @@ topics_app = typer.Typer(
 )
 
 ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", help="Override YAML (same shape as rdg_platform/topics.yaml); default $RDG_TOPICS_FILE.")]
+    "--config", help="Override YAML (same shape as rdg_platform/topology.yaml); default $RDG_TOPICS_FILE.")]
 SpecOpt = Annotated[Path | None, typer.Option("--spec", help="Model spec YAML (default: the packaged one).")]
 BootstrapOpt = Annotated[str | None, typer.Option("--bootstrap", help="Kafka bootstrap servers (default from settings).")]
 
@@ -38,7 +38,7 @@ def create(config: ConfigOpt = None, spec: SpecOpt = None, bootstrap: BootstrapO
            dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change, change nothing.")] = False,
            ) -> None:
     """Create missing topics and align the configs of existing ones (idempotent)."""
-    from rdg_platform.topics import TopicConfigError, ensure_topics
+    from rdg_platform.topology import TopicConfigError, ensure_topics
 
     bs = bootstrap or settings().kafka_bootstrap
     try:
@@ -66,7 +66,7 @@ def list_topics(config: ConfigOpt = None, spec: SpecOpt = None, bootstrap: Boots
                 desired: Annotated[bool, typer.Option("--desired", help="Show the configured layout only (no broker).")] = False,
                 ) -> None:
     """The configured topics with partitions, retention and cleanup policy, and the broker's actual values."""
-    from rdg_platform.topics import TopicConfigError, describe_topics, topic_specs
+    from rdg_platform.topology import TopicConfigError, describe_topics, topic_specs
 
     try:
         wanted = topic_specs(_spec(spec), config)

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from rdg_platform.model.spec import EVENT_TIME, GraphSpec, RecordKind, SourceMapping
+from rdg_platform.topology import graph_topic
 
 # (side-input topic, key) -> the latest side-input record, or None when unknown.
 Lookup = Callable[[str, str], Mapping[str, Any] | None]
@@ -45,7 +46,7 @@ class GraphRecord:
 
     @property
     def topic(self) -> str:
-        return f"graph.{self.kind}.{self.type}"
+        return graph_topic(self.kind, self.type)
 
     @property
     def key(self) -> str:

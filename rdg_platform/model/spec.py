@@ -18,8 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from rdg_platform.config import Settings
-from rdg_platform.config import settings as load_settings
+from rdg_platform.topology import dlq_topic, graph_topic
 
 RecordKind = Literal["node", "edge"]
 PROPERTY_TYPES = frozenset({"string", "int", "long", "double", "boolean", "timestamp", "list<string>"})
@@ -30,6 +29,18 @@ _CQL_IDENT = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
 class SpecError(ValueError):
     """The model spec is invalid; the message names the offending element."""
+
+
+@dataclass(frozen=True)
+class SpecDefaults:
+    """What the caller fills in where the spec is silent: the keyspace of namespaces that name none,
+    and the contact points, port and data centre of clusters that name none. The entry points build it
+    from settings (``Settings.spec_defaults()``); the spec itself reads no environment."""
+
+    keyspace: str | None = None
+    contact_points: tuple[str, ...] = ("127.0.0.1",)
+    port: int = 9042
+    local_dc: str = "datacenter1"
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,7 @@ class NodeType:
 
     @property
     def topic(self) -> str:
-        return f"graph.node.{self.name}"
+        return graph_topic("node", self.name)
 
 
 @dataclass(frozen=True)
@@ -81,7 +92,7 @@ class EdgeType:
 
     @property
     def topic(self) -> str:
-        return f"graph.edge.{self.name}"
+        return graph_topic("edge", self.name)
 
 
 @dataclass(frozen=True)
@@ -102,7 +113,7 @@ class Source:
 
     @property
     def dlq_topic(self) -> str:
-        return f"{self.topic}.dlq"
+        return dlq_topic(self.topic)
 
 
 @dataclass(frozen=True)
@@ -228,17 +239,17 @@ def _parse_props(raw: Any, where: str) -> dict[str, str]:
     return out
 
 
-def parse_spec(doc: Mapping[str, Any], cfg: Settings | None = None) -> GraphSpec:
+def parse_spec(doc: Mapping[str, Any], local: SpecDefaults | None = None) -> GraphSpec:
     """Validate a spec document (the parsed YAML) into a :class:`GraphSpec`.
 
-    ``cfg`` fills in the local cluster's contact point, port and keyspace when the spec leaves them
-    empty, so the same YAML runs locally and, with hosts filled in, in production.
+    ``local`` fills in the keyspace and the clusters' contact points, port and data centre when the
+    spec leaves them empty, so the same YAML runs locally and, with hosts filled in, in production.
     """
-    cfg = cfg or load_settings()
+    local = local or SpecDefaults()
     if not isinstance(doc, Mapping):
         raise SpecError("spec: top level must be a mapping")
     defaults = doc.get("defaults") or {}
-    default_keyspace = cfg.keyspace if cfg.keyspace else defaults.get("keyspace", "rdg")
+    default_keyspace = local.keyspace or defaults.get("keyspace", "rdg")
     default_cluster = defaults.get("cluster", "default")
     node_ttl = int(defaults.get("node_ttl_s", 0))
     edge_ttl = int(defaults.get("edge_ttl_s", 0))
@@ -246,8 +257,8 @@ def parse_spec(doc: Mapping[str, Any], cfg: Settings | None = None) -> GraphSpec
     clusters: dict[str, Cluster] = {}
     for cname, c in (doc.get("clusters") or {"default": {}}).items():
         c = c or {}
-        points = tuple(c.get("contact_points") or ()) or (cfg.host,)
-        clusters[cname] = Cluster(cname, points, int(c.get("port") or cfg.cassandra_port), c.get("local_dc", "datacenter1"))
+        points = tuple(c.get("contact_points") or ()) or local.contact_points
+        clusters[cname] = Cluster(cname, points, int(c.get("port") or local.port), c.get("local_dc", local.local_dc))
     if default_cluster not in clusters:
         raise SpecError(f"defaults.cluster: cluster {default_cluster!r} is not defined (known: {sorted(clusters)})")
 
@@ -416,7 +427,7 @@ def _build_namespaces(overrides: Mapping[str, Any], nodes: Mapping[str, NodeType
     return out
 
 
-def load_spec(path: str | Path | None = None, cfg: Settings | None = None) -> GraphSpec:
+def load_spec(path: str | Path | None = None, local: SpecDefaults | None = None) -> GraphSpec:
     """Load and validate a spec file (the packaged default when ``path`` is None)."""
     p = Path(path) if path else default_spec_path()
     try:
@@ -425,10 +436,12 @@ def load_spec(path: str | Path | None = None, cfg: Settings | None = None) -> Gr
         raise SpecError(f"{p}: not valid YAML: {exc}") from exc
     except OSError as exc:
         raise SpecError(f"{p}: cannot read spec: {exc}") from exc
-    return parse_spec(doc, cfg)
+    return parse_spec(doc, local)
 
 
 @cache
 def default_spec() -> GraphSpec:
-    """The packaged default model with the current environment's settings (cached per process)."""
+    """The packaged default model with local defaults (cached per process). Its types, topics and
+    mappings are what callers use it for; code that talks to Cassandra loads the spec with the
+    settings' :class:`SpecDefaults` instead."""
     return load_spec()

@@ -27,7 +27,7 @@ from rdg_platform.generator import (
 from rdg_platform.model import BadEventError, GraphSpec, map_event
 from rdg_platform.model.mapping import to_epoch_ms
 from rdg_platform.serde import AvroSerde, DecodeError
-from rdg_platform.topics import ensure_topics
+from rdg_platform.topology import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -66,7 +66,7 @@ def events() -> list[SourceEvent]:
 
 def _ensure_topics(cfg: Settings, spec: GraphSpec) -> None:
     try:
-        from rdg_platform.topics import ensure_topics
+        from rdg_platform.topology import ensure_topics
 
         ensure_topics(cfg.kafka_bootstrap, spec)
         return

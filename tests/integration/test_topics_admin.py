@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from rdg_platform.config import Settings
 from rdg_platform.model import GraphSpec, parse_spec
 from rdg_platform.model.spec import default_spec_path
-from rdg_platform.topics import describe_topics, ensure_topics, topic_specs
+from rdg_platform.topology import describe_topics, ensure_topics, topic_specs
 
 pytestmark = pytest.mark.integration
 

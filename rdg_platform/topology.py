@@ -1,21 +1,27 @@
-"""Kafka topic provisioning from configuration (``rdg topics create``).
+"""The one owner of the platform's topology: every topic, consumer group and table name, and every
+topic's size (partitions, retention, cleanup policy).
+
+Names: :func:`graph_topic`, :func:`dlq_topic`, :func:`consumer_group`, :func:`archive_table` and
+:func:`kv_table` are the only places those names are spelled; everything else asks this module.
 
 Which topics exist follows from the model spec: its sources (event topics and compacted catalog side
 inputs), ``graph.node.<type>`` / ``graph.edge.<type>`` for every type, and ``<topic>.dlq`` for every
-source and graph topic. How each is sized (partitions, retention, cleanup policy) comes from
-``rdg_platform/topics.yaml`` (the reasoning per topic is in its comments), the spec's ``sources:``,
-and an optional override file. :func:`ensure_topics` makes the broker match, idempotently.
+source and graph topic. How each is sized comes from ``rdg_platform/topology.yaml`` (the reasoning per
+topic is in its comments), the spec's ``sources:``, and an optional override file (``RDG_TOPICS_FILE``,
+passed in by the entry point). :func:`ensure_topics` makes the broker match, idempotently.
+
+This module imports the model only for typing, so the model may use the naming functions.
 """
 
 from __future__ import annotations
 
-import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from confluent_kafka import KafkaException
@@ -29,12 +35,57 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from rdg_platform.model.spec import GraphSpec
+if TYPE_CHECKING:
+    from rdg_platform.model.spec import GraphSpec
 
 Role = Literal["source", "catalog", "graph_node", "graph_edge", "dlq"]
 ROLES: tuple[Role, ...] = ("source", "catalog", "graph_node", "graph_edge", "dlq")
-TOPICS_FILE_ENV = "RDG_TOPICS_FILE"
 _HOUR_MS = 3_600_000
+GraphKind = Literal["node", "edge"]
+DLQ_SUFFIX = ".dlq"
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+
+
+def graph_topic(kind: GraphKind, type_name: str) -> str:
+    """The topic carrying one node or edge type's records: ``graph.node.<type>`` / ``graph.edge.<type>``."""
+    return f"graph.{kind}.{type_name}"
+
+
+def namespace_topic(namespace: str) -> str:
+    """The graph topic of a KV namespace name (``node.account`` -> ``graph.node.account``)."""
+    return f"graph.{namespace}"
+
+
+def dlq_topic(topic: str) -> str:
+    """Where the bad records read from ``topic`` go."""
+    return f"{topic}{DLQ_SUFFIX}"
+
+
+def consumer_group(prefix: str, app_name: str) -> str:
+    """The consumer group of one streaming app (all its replicas share it)."""
+    return f"{prefix}-{app_name}"
+
+
+def archive_table(topic: str) -> str:
+    """The Iceberg table (within the archive namespace) holding one source topic's raw history."""
+    return topic.replace(".", "_").replace("-", "_")
+
+
+def kv_table(kind: GraphKind, type_name: str, *, reverse: bool = False, version: int | None = None) -> str:
+    """The Cassandra table of a namespace (``<kind>_<type>``, ``_in`` for the reverse adjacency of an
+    edge type, ``_v<N>`` for a blue/green rebuild version). ``type_name`` must be a safe identifier:
+    these names reach DDL."""
+    if not _NAME.match(type_name):
+        raise ValueError(f"type name {type_name!r} is not a safe identifier ([a-z][a-z0-9_]*, at most 48)")
+    base = f"{kind}_{type_name}" + ("_in" if reverse else "")
+    return base if version is None else f"{base}_v{int(version)}"
+
+
+def check_identifier(name: str, what: str = "identifier") -> str:
+    """Reject anything but a plain lower-case CQL identifier (names that reach DDL come from here)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,47}", name):
+        raise ValueError(f"{what} {name!r} is not a safe identifier ([a-z][a-z0-9_]*, at most 48 characters)")
+    return name
 
 
 class TopicConfigError(ValueError):
@@ -78,7 +129,7 @@ class EnsureResult:
 
 
 def default_topics_file() -> Path:
-    return Path(str(resources.files("rdg_platform") / "topics.yaml"))
+    return Path(str(resources.files("rdg_platform") / "topology.yaml"))
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
@@ -115,9 +166,9 @@ def _topic_roles(spec: GraphSpec) -> list[tuple[str, Role]]:
     out: list[tuple[str, Role]] = []
     for src in spec.sources.values():
         out.append((src.topic, "catalog" if src.kind == "side_input" else "source"))
-    out += [(n.topic, "graph_node") for n in spec.nodes.values()]
-    out += [(e.topic, "graph_edge") for e in spec.edges.values()]
-    out += [(f"{name}.dlq", "dlq") for name, _role in list(out)]
+    out += [(graph_topic("node", n), "graph_node") for n in spec.nodes]
+    out += [(graph_topic("edge", e), "graph_edge") for e in spec.edges]
+    out += [(dlq_topic(name), "dlq") for name, _role in list(out)]
     return out
 
 
@@ -126,17 +177,15 @@ def topic_specs(spec: GraphSpec, overrides: Path | str | Mapping[str, Any] | Non
     """Every topic the platform needs for ``spec``, sized from config (see ``topics.yaml``).
 
     ``overrides`` is a path to (or the parsed content of) a YAML with the same shape as
-    ``topics.yaml``; when None, ``$RDG_TOPICS_FILE`` is used if set.
+    ``topology.yaml`` (the entry points pass ``settings.topics_file``).
     """
     doc = _load_yaml(base or default_topics_file())
-    if overrides is None and os.environ.get(TOPICS_FILE_ENV):
-        overrides = os.environ[TOPICS_FILE_ENV]
     over: Mapping[str, Any] = {}
     if isinstance(overrides, (str, Path)):
         over = _load_yaml(Path(overrides))
     elif overrides is not None:
         over = overrides
-    for d, where in ((doc, "topics.yaml"), (over, "override")):
+    for d, where in ((doc, "topology.yaml"), (over, "override")):
         for k in d:
             if k not in ("defaults", "topics"):
                 raise TopicConfigError(f"{where}: unknown top-level key {k!r} (expected defaults, topics)")
@@ -151,12 +200,12 @@ def topic_specs(spec: GraphSpec, overrides: Path | str | Mapping[str, Any] | Non
     out: list[TopicSpec] = []
     for name, role in names:
         eff: dict[str, Any] = {}
-        for d, where in ((doc, "topics.yaml"), (over, "override")):
+        for d, where in ((doc, "topology.yaml"), (over, "override")):
             defaults = d.get("defaults") or {}
             if "replication_factor" in defaults:
                 eff["replication_factor"] = defaults["replication_factor"]
             _layer(eff, defaults.get(role), f"{where} defaults.{role}")
-        _layer(eff, (doc.get("topics") or {}).get(name), f"topics.yaml topics.{name}")
+        _layer(eff, (doc.get("topics") or {}).get(name), f"topology.yaml topics.{name}")
         if role in ("source", "catalog"):
             src = spec.sources[name]
             eff["partitions"] = src.partitions
@@ -298,3 +347,11 @@ def _wait_converged(admin: AdminClient, topics: Sequence[TopicSpec], timeout_s: 
         if time.monotonic() > deadline:
             raise TimeoutError(f"topic configs not visible after {timeout_s}s: {lag}")
         time.sleep(0.2)
+
+
+def partitions_of(spec: GraphSpec, topic: str, overrides: Path | str | Mapping[str, Any] | None = None) -> int:
+    """The configured partition count of one topic (apps cap their replicas at it)."""
+    for t in topic_specs(spec, overrides):
+        if t.name == topic:
+            return t.partitions
+    raise KeyError(f"{topic!r} is not a topic of this model")

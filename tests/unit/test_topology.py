@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from rdg_platform.model import default_spec
-from rdg_platform.topics import TopicConfigError, default_topics_file, topic_specs
+from rdg_platform.topology import TopicConfigError, default_topics_file, topic_specs
 
 
 def _by_name(overrides: object = None) -> dict[str, object]:
@@ -37,7 +37,7 @@ def test_catalogs_compacted_sources_time_retained() -> None:
 
 
 def test_packaged_yaml_agrees_with_the_model_spec() -> None:
-    """topics.yaml documents the sources' sizing; spec.yaml owns it. They must not drift apart."""
+    """topology.yaml documents the sources' sizing; spec.yaml owns it. They must not drift apart."""
     doc = yaml.safe_load(default_topics_file().read_text())
     for name, src in default_spec().sources.items():
         entry = doc["topics"][name]
@@ -49,7 +49,7 @@ def test_every_topic_has_a_documented_entry_or_role_default() -> None:
     doc = yaml.safe_load(default_topics_file().read_text())
     spec = default_spec()
     for t in [*spec.sources, *spec.graph_topics()]:
-        assert t in doc["topics"], f"{t} has no per-topic entry (with its retention reasoning) in topics.yaml"
+        assert t in doc["topics"], f"{t} has no per-topic entry (with its retention reasoning) in topology.yaml"
 
 
 def test_busiest_topic_keeps_least() -> None:
