@@ -76,7 +76,7 @@ class KafkaSettings(_Section):
 
     @property
     def bootstrap_servers(self) -> str:
-        return self.bootstrap or f"{_connect_host(self.bind_host)}:{self.port}"
+        return self.bootstrap or f"{connect_host(self.bind_host)}:{self.port}"
 
 
 class RegistrySettings(_Section):
@@ -90,7 +90,7 @@ class RegistrySettings(_Section):
 
     @property
     def base_url(self) -> str:
-        return self.url or f"http://{_connect_host(self.bind_host)}:{self.port}/apis/ccompat/v7"
+        return self.url or f"http://{connect_host(self.bind_host)}:{self.port}/apis/ccompat/v7"
 
 
 class CassandraSettings(_Section):
@@ -118,7 +118,7 @@ class CassandraSettings(_Section):
 
     @property
     def hosts(self) -> list[str]:
-        return list(self.contact_points) or [_connect_host(self.bind_host)]
+        return list(self.contact_points) or [connect_host(self.bind_host)]
 
 
 class ApiSettings(_Section):
@@ -132,7 +132,7 @@ class ApiSettings(_Section):
 
     @property
     def base_url(self) -> str:
-        return self.url or f"http://{_connect_host(self.bind_host)}:{self.port}"
+        return self.url or f"http://{connect_host(self.bind_host)}:{self.port}"
 
 
 class IcebergSettings(_Section):
@@ -179,7 +179,7 @@ class DagsterSettings(_Section):
     port: int = Field(3000, ge=1, le=65535, description="webserver port")
 
 
-def _connect_host(bind_host: str) -> str:
+def connect_host(bind_host: str) -> str:
     """The address a local client dials for a server bound to ``bind_host`` (wildcards -> loopback)."""
     return "127.0.0.1" if bind_host in ("0.0.0.0", "::", "") else bind_host
 
@@ -318,9 +318,20 @@ def _render(value: Any, reveal: bool) -> str | None:
     return str(value)
 
 
+def iter_fields(cls: type[Settings]) -> Iterator[tuple[str, FieldInfo]]:
+    """Every setting's ``RDG_*`` name and pydantic field, in model order (no instance needed)."""
+    for fname, field in cls.model_fields.items():
+        section = SECTIONS.get(fname)
+        if section is None:
+            yield f"{PREFIX}{fname.upper()}", field
+        else:
+            for sub, subfield in section.model_fields.items():
+                yield f"{PREFIX}{fname.upper()}_{sub.upper()}", subfield
+
+
 def setting_names() -> list[str]:
     """Every ``RDG_*`` name the model defines, in model order (the README table lists these)."""
-    return [name for name, _f, _v in _leaves(Settings.model_construct())]
+    return [name for name, _f in iter_fields(Settings)]
 
 
 def _read_file(path: Path) -> dict[str, str]:

@@ -1,5 +1,9 @@
 """Session fixtures: the real local services, started once per test session.
 
+The session runs on non-default ports and a non-default state directory (``tests/support/settings.py``),
+so everything the tests start (apps, API, generator, Dagster resources, Spark) proves it follows the
+settings it is given rather than a default wired in somewhere.
+
 Integration tests depend on ``services``; if Kafka, Cassandra or the registry cannot be started the
 fixture raises, so those tests ERROR (fail) instead of skipping.
 """
@@ -10,26 +14,28 @@ from collections.abc import Iterator
 
 import pytest
 
-from rdg_platform.config import Settings, settings
-from rdg_platform.model import GraphSpec, load_spec
 from rdg_platform.local_services.manager import ServiceManager
 from rdg_platform.local_services.testing import ensure_services
+from rdg_platform.model import GraphSpec
+from rdg_platform.settings import Settings
+from tests.support.settings import session_settings
 
 
 @pytest.fixture(scope="session")
 def cfg() -> Settings:
-    return settings()
+    return session_settings()
 
 
 @pytest.fixture(scope="session")
 def spec(cfg: Settings) -> GraphSpec:
-    return load_spec(cfg=cfg)
+    return cfg.load_spec()
 
 
 @pytest.fixture(scope="session")
 def services(cfg: Settings) -> Iterator[ServiceManager]:
     """Start (or reuse) Kafka, Cassandra and the registry; they stay up for the next run.
 
-    ``.ci/run`` stops them at the end of CI; locally ``rdg services down`` does.
+    ``.ci/run`` stops them at the end of CI (it runs ``rdg services down`` with the session's
+    settings); locally ``rdg services down`` with the same RDG_* values does.
     """
     yield ensure_services(cfg)

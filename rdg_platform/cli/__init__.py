@@ -9,9 +9,11 @@ from __future__ import annotations
 import typer
 
 from rdg_platform.cli.apps import apps_app
+from rdg_platform.cli.config import config_app
 from rdg_platform.cli.dagster_ui import ui
 from rdg_platform.cli.demo import demo
 from rdg_platform.cli.generate import generate
+from rdg_platform.cli.k8s import k8s_app
 from rdg_platform.cli.query import query_app
 from rdg_platform.cli.serve import serve
 from rdg_platform.cli.services import services_app
@@ -22,7 +24,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(config_app, name="config")
 app.add_typer(services_app, name="services")
+app.add_typer(k8s_app, name="k8s")
 app.add_typer(topics_app, name="topics")
 app.command("generate", help="Send realistic, deterministic member journeys to the source topics.")(generate)
 app.add_typer(apps_app, name="apps")

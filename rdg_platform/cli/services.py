@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from rdg_platform.config import settings
+from rdg_platform.cli.context import settings
 from rdg_platform.local_services.manager import (
     DEFAULT_TIMEOUT_S,
     SERVICE_NAMES,

@@ -10,7 +10,9 @@ from typing import Annotated
 
 import typer
 
-from rdg_platform.config import settings
+from rdg_platform.cli.context import settings
+from rdg_platform.kafka_client import security_config
+from rdg_platform.model.spec import GraphSpec, load_spec
 
 topics_app = typer.Typer(
     help="Provision the platform's Kafka topics (sources, compacted catalogs, graph topics, DLQs) from config.",
@@ -23,10 +25,9 @@ SpecOpt = Annotated[Path | None, typer.Option("--spec", help="Model spec YAML (d
 BootstrapOpt = Annotated[str | None, typer.Option("--bootstrap", help="Kafka bootstrap servers (default from settings).")]
 
 
-def _spec(path: Path | None):  # type: ignore[no-untyped-def]
-    from rdg_platform.model.spec import default_spec, load_spec
-
-    return load_spec(path) if path else default_spec()
+def _spec(path: Path | None) -> GraphSpec:
+    s = settings()
+    return load_spec(path, s.spec_defaults()) if path else s.load_spec()
 
 
 def _hours(h: int | None) -> str:
@@ -40,7 +41,7 @@ def create(config: ConfigOpt = None, spec: SpecOpt = None, bootstrap: BootstrapO
     """Create missing topics and align the configs of existing ones (idempotent)."""
     from rdg_platform.topology import TopicConfigError, ensure_topics
 
-    bs = bootstrap or settings().kafka_bootstrap
+    bs = bootstrap or settings().kafka.bootstrap_servers
     try:
         res = ensure_topics(bs, _spec(spec), overrides=config, dry_run=dry_run)
     except TopicConfigError as exc:
@@ -69,15 +70,15 @@ def list_topics(config: ConfigOpt = None, spec: SpecOpt = None, bootstrap: Boots
     from rdg_platform.topology import TopicConfigError, describe_topics, topic_specs
 
     try:
-        wanted = topic_specs(_spec(spec), config)
+        wanted = topic_specs(_spec(spec), config or settings().topics_file)
     except TopicConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     actual: dict[str, dict[str, object]] = {}
     if not desired:
-        bs = bootstrap or settings().kafka_bootstrap
+        bs = bootstrap or settings().kafka.bootstrap_servers
         try:
-            actual = describe_topics(bs, [t.name for t in wanted])
+            actual = describe_topics(bs, [t.name for t in wanted], admin_conf=security_config(settings().kafka))
         except Exception as exc:
             typer.echo(f"error: cannot describe topics on {bs}: {exc}", err=True)
             raise typer.Exit(1) from exc

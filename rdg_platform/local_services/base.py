@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from rdg_platform.config import Settings
+from rdg_platform.settings import Settings, connect_host
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,17 @@ class Service(ABC):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    @property
+    def bind_host(self) -> str:
+        """The address this server listens on (each service has its own: exposing one never exposes
+        the others)."""
+        raise NotImplementedError
+
+    @property
+    def host(self) -> str:
+        """The address a local client (and the health probe) dials."""
+        return connect_host(self.bind_host)
 
     # -- layout --------------------------------------------------------------------------------
     @property

@@ -92,17 +92,21 @@ _LOGBACK_XML = """<?xml version="1.0" encoding="UTF-8"?>
 
 
 class CassandraService(Service):
-    """Single node: native protocol on settings.cassandra_port, gossip on storage_port, JMX local."""
+    """Single node: native protocol on RDG_CASSANDRA_PORT, gossip on storage_port, JMX local."""
 
     name = "cassandra"
 
     @property
     def port(self) -> int:
-        return self.settings.cassandra_port
+        return self.settings.cassandra.port
+
+    @property
+    def bind_host(self) -> str:
+        return self.settings.cassandra.bind_host
 
     def ports(self) -> dict[str, int]:
         s = self.settings
-        return {"native": s.cassandra_port, "storage": s.cassandra_storage_port, "jmx": s.cassandra_jmx_port}
+        return {"native": s.cassandra.port, "storage": s.cassandra.storage_port, "jmx": s.cassandra.jmx_port}
 
     @property
     def yaml_file(self) -> Path:
@@ -121,13 +125,13 @@ class CassandraService(Service):
             "seed_provider": [
                 {
                     "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
-                    "parameters": [{"seeds": f"{s.host}:{s.cassandra_storage_port}"}],
+                    "parameters": [{"seeds": f"{self.host}:{s.cassandra.storage_port}"}],
                 }
             ],
-            "listen_address": s.host,
-            "rpc_address": s.host,
-            "storage_port": s.cassandra_storage_port,
-            "native_transport_port": s.cassandra_port,
+            "listen_address": self.host,
+            "rpc_address": self.bind_host,
+            "storage_port": s.cassandra.storage_port,
+            "native_transport_port": s.cassandra.port,
             "start_native_transport": True,
             "data_file_directories": [str(data / "data")],
             "commitlog_directory": str(data / "commitlog"),
@@ -190,7 +194,7 @@ class CassandraService(Service):
             f"-Dlogback.configurationFile={self.conf_dir / 'logback.xml'}",
             f"-Dcassandra.triggers_dir={self.conf_dir / 'triggers'}",
             "-Dcassandra-foreground=yes",
-            f"-Dcassandra.jmx.local.port={self.settings.cassandra_jmx_port}",
+            f"-Dcassandra.jmx.local.port={self.settings.cassandra.jmx_port}",
             "-cp",
             f"{self.conf_dir}:{jars}/*",
             "org.apache.cassandra.service.CassandraDaemon",
@@ -199,14 +203,14 @@ class CassandraService(Service):
     def probe(self) -> Probe:
         """Healthy = a CQL query against system.local answers (so the node accepts real work)."""
         s = self.settings
-        if not port_is_open(s.host, s.cassandra_port):
+        if not port_is_open(self.host, s.cassandra.port):
             return Probe(False, detail="native port not accepting connections")
         try:
             from cassandra.cluster import Cluster
 
             cluster = Cluster(
-                contact_points=[s.host],
-                port=s.cassandra_port,
+                contact_points=[self.host],
+                port=s.cassandra.port,
                 connect_timeout=5,
                 control_connection_timeout=5,
             )

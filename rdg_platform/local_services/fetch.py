@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rdg_platform.config import Settings
+from rdg_platform.settings import Settings
 
 # Mirrored from deps/maven/pom.xml (the cache marker records them so a version bump refetches).
 KAFKA_VERSION = "4.4.0"
@@ -40,7 +40,6 @@ _GOALS: dict[str, list[str]] = {
 }
 _MARKER = ".rdg-fetched"
 # Set to a directory to make mvn use a separate local repository (the cold-start benchmark does).
-MAVEN_REPO_ENV = "RDG_MAVEN_REPO_LOCAL"
 
 Echo = Callable[[str], None]
 
@@ -51,9 +50,6 @@ class FetchError(RuntimeError):
 
 def pom_path() -> Path:
     """Locate ``deps/maven/pom.xml`` at the project root (the package is installed editable)."""
-    override = os.environ.get("RDG_SERVICES_POM")
-    if override:
-        return Path(override)
     return Path(__file__).resolve().parents[2] / "deps" / "maven" / "pom.xml"
 
 
@@ -99,7 +95,7 @@ def ensure_jars(settings: Settings, service: str, echo: Echo = print, maven_repo
             )
         pom = pom_path()
         if not pom.is_file():
-            raise FetchError(f"cannot find the services pom at {pom} (set RDG_SERVICES_POM)")
+            raise FetchError(f"cannot find the services pom at {pom} (the source tree's deps/maven; rdg runs from an editable install)")
         staging = target.with_name(f"{service}.partial-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         markers = staging.with_name(staging.name + "-markers")
@@ -116,7 +112,7 @@ def ensure_jars(settings: Settings, service: str, echo: Echo = print, maven_repo
             # tree (default is services/target) and fresh per fetch so unpacking always happens.
             f"-DmarkersDirectory={markers}",
         ]
-        repo = maven_repo or (Path(os.environ[MAVEN_REPO_ENV]) if os.environ.get(MAVEN_REPO_ENV) else None)
+        repo = maven_repo or settings.maven_repo_local
         if repo is not None:
             cmd.append(f"-Dmaven.repo.local={repo}")
         echo(f"fetching {service} {VERSIONS[service]} from Maven Central (first run only) ...")

@@ -55,16 +55,20 @@ def new_cluster_id() -> str:
 
 
 class KafkaService(Service):
-    """Combined broker+controller on settings.kafka_port / kafka_controller_port."""
+    """Combined broker+controller on RDG_KAFKA_PORT / RDG_KAFKA_CONTROLLER_PORT."""
 
     name = "kafka"
 
     @property
     def port(self) -> int:
-        return self.settings.kafka_port
+        return self.settings.kafka.port
+
+    @property
+    def bind_host(self) -> str:
+        return self.settings.kafka.bind_host
 
     def ports(self) -> dict[str, int]:
-        return {"broker": self.settings.kafka_port, "controller": self.settings.kafka_controller_port}
+        return {"broker": self.settings.kafka.port, "controller": self.settings.kafka.controller_port}
 
     @property
     def properties_file(self) -> Path:
@@ -76,14 +80,14 @@ class KafkaService(Service):
 
     def server_properties(self) -> str:
         """The broker config; rewritten on every start so port changes take effect."""
-        s = self.settings
-        host = s.host
+        k = self.settings.kafka
+        bind, host = self.bind_host, self.host
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
-            "controller.quorum.voters": f"1@{host}:{s.kafka_controller_port}",
-            "listeners": f"PLAINTEXT://{host}:{s.kafka_port},CONTROLLER://{host}:{s.kafka_controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{host}:{s.kafka_port}",
+            "controller.quorum.voters": f"1@{host}:{k.controller_port}",
+            "listeners": f"PLAINTEXT://{bind}:{k.port},CONTROLLER://{host}:{k.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{k.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
@@ -159,12 +163,12 @@ class KafkaService(Service):
 
     def probe(self) -> Probe:
         """Healthy = the broker returns cluster metadata listing itself (not just an open port)."""
-        if not port_is_open(self.settings.host, self.settings.kafka_port):
+        if not port_is_open(self.host, self.port):
             return Probe(False, detail="port not accepting connections")
         try:
             from confluent_kafka.admin import AdminClient
 
-            admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap, "log_level": 0})
+            admin = AdminClient({"bootstrap.servers": f"{self.host}:{self.port}", "log_level": 0})
             metadata = admin.list_topics(timeout=3)
         except Exception as exc:  # noqa: BLE001 - any failure just means "not ready yet"
             return Probe(False, detail=f"metadata request failed: {exc}")

@@ -22,16 +22,19 @@ from pathlib import Path
 
 import psutil
 
-from rdg_platform.config import Settings
-from rdg_platform.config import settings as load_settings
 from rdg_platform.local_services import fetch
 from rdg_platform.local_services.base import Probe, Service, port_is_free, port_owner, tail
 from rdg_platform.local_services.cassandra import CassandraService
 from rdg_platform.local_services.kafka import KafkaService
 from rdg_platform.local_services.registry import RegistryService
+from rdg_platform.local_services.s3proxy import S3ProxyService
+from rdg_platform.settings import Settings
 
 # Start order: the slowest to boot first so the others start while it warms up.
-SERVICE_NAMES: tuple[str, ...] = ("cassandra", "registry", "kafka")
+SERVICE_NAMES: tuple[str, ...] = ("cassandra", "registry", "kafka", "s3proxy")
+# What a bare `up`/`status` covers. S3Proxy (the s3:// warehouse) is started when named (--only s3proxy)
+# until its port is a setting that isolated instances can move; a bare `down` stops it if it runs.
+DEFAULT_SERVICES: tuple[str, ...] = ("cassandra", "registry", "kafka")
 DEFAULT_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 45.0
 MIN_FREE_DISK_BYTES = 2 * 1024**3
@@ -67,13 +70,14 @@ def _quiet(_: str) -> None:
 class ServiceManager:
     """Orchestrates the local Kafka, Cassandra and schema registry for one state directory."""
 
-    def __init__(self, settings: Settings | None = None, echo: Echo = _quiet) -> None:
-        self.settings = settings or load_settings()
+    def __init__(self, settings: Settings, echo: Echo = _quiet) -> None:
+        self.settings = settings
         self.echo = echo
         self.services: dict[str, Service] = {
             "cassandra": CassandraService(self.settings),
             "registry": RegistryService(self.settings),
             "kafka": KafkaService(self.settings),
+            "s3proxy": S3ProxyService(self.settings),
         }
 
     # -- paths & pid files ---------------------------------------------------------------------
@@ -86,7 +90,7 @@ class ServiceManager:
 
     def _select(self, services: Iterable[str] | None) -> list[str]:
         if services is None:
-            return list(SERVICE_NAMES)
+            return list(DEFAULT_SERVICES)
         chosen = [s.strip() for s in services if s.strip()]
         unknown = sorted(set(chosen) - set(SERVICE_NAMES))
         if unknown:
@@ -206,8 +210,8 @@ class ServiceManager:
                 problems.append(
                     f"low disk: only {free / 1024**3:.1f} GiB free under {directory} (need 2 GiB)"
                 )
-        host = self.settings.host
         for name in names:
+            host = self.services[name].bind_host
             for role, port in self.services[name].ports().items():
                 if not port_is_free(host, port):
                     owner = port_owner(port)
@@ -324,7 +328,8 @@ class ServiceManager:
         With ``purge`` the services' data directories are deleted too, for a clean next ``up``.
         Returns what happened to each service.
         """
-        names = self._select(services)
+        names = self._select(services) if services is not None else [  # + optional ones that run
+            n for n in SERVICE_NAMES if n in DEFAULT_SERVICES or self._process(n) or self._orphans(n)]
         outcome: dict[str, str] = {}
         with self._lock():
             procs = {n: self._process(n) for n in names}

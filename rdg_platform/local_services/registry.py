@@ -25,16 +25,20 @@ REGISTRY_JVM_OPTS = [
 
 
 class RegistryService(Service):
-    """HTTP on settings.registry_port; ccompat at /apis/ccompat/v7."""
+    """HTTP on RDG_REGISTRY_PORT; ccompat at /apis/ccompat/v7."""
 
     name = "registry"
 
     @property
     def port(self) -> int:
-        return self.settings.registry_port
+        return self.settings.registry.port
+
+    @property
+    def bind_host(self) -> str:
+        return self.settings.registry.bind_host
 
     def ports(self) -> dict[str, int]:
-        return {"http": self.settings.registry_port}
+        return {"http": self.settings.registry.port}
 
     @property
     def out_file(self) -> Path:
@@ -51,8 +55,8 @@ class RegistryService(Service):
             *REGISTRY_JVM_OPTS,
             *self.marker_args(),
             f"-DREGISTRY_DATASOURCE_URL=jdbc:h2:file:{self.data_dir / 'registry_db'}",
-            f"-Dquarkus.http.port={self.settings.registry_port}",
-            f"-Dquarkus.http.host={self.settings.host}",
+            f"-Dquarkus.http.port={self.settings.registry.port}",
+            f"-Dquarkus.http.host={self.bind_host}",
             "-Dquarkus.log.console.color=false",
             "-jar",
             str(runner),
@@ -61,11 +65,11 @@ class RegistryService(Service):
     def probe(self) -> Probe:
         """Healthy = the ccompat subjects endpoint answers 200; version from system info."""
         s = self.settings
-        if not port_is_open(s.host, s.registry_port):
+        if not port_is_open(self.host, s.registry.port):
             return Probe(False, detail="port not accepting connections")
-        base = f"http://{s.host}:{s.registry_port}"
+        base = f"http://{self.host}:{s.registry.port}"
         try:
-            response = httpx.get(f"{s.registry_url}/subjects", timeout=5)
+            response = httpx.get(f"{base}/apis/ccompat/v7/subjects", timeout=5)
             if response.status_code != 200:
                 return Probe(False, detail=f"GET /apis/ccompat/v7/subjects -> {response.status_code}")
             version = APICURIO_VERSION

@@ -6,8 +6,8 @@ environment), so this raises with the cause and log tail instead of returning a 
 
 from __future__ import annotations
 
-from rdg_platform.config import Settings
 from rdg_platform.local_services.manager import DEFAULT_TIMEOUT_S, ServiceError, ServiceManager
+from rdg_platform.settings import Settings
 
 
 def ensure_services(

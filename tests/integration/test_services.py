@@ -17,19 +17,16 @@ import pytest
 from typer.testing import CliRunner
 
 from rdg_platform.cli.services import services_app
-from rdg_platform.config import Settings
 from rdg_platform.local_services import ServiceError, ServiceManager
-from rdg_platform.local_services.base import SERVICE_PORT_ENV_VARS, free_ports
+from rdg_platform.settings import Settings
+from tests.support.settings import isolated_settings
 
 pytestmark = pytest.mark.integration
 
 @pytest.fixture
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """Point RDG_* at a private state dir and private ports; stop whatever the test started."""
-    monkeypatch.setenv("RDG_STATE_DIR", str(tmp_path / "state"))
-    for var, port in zip(SERVICE_PORT_ENV_VARS, free_ports(len(SERVICE_PORT_ENV_VARS)), strict=True):
-        monkeypatch.setenv(var, str(port))
-    settings = Settings()
+def isolated_env(tmp_path: Path) -> Iterator[Settings]:
+    """Settings with a private state dir and private ports; stop whatever the test started."""
+    settings = isolated_settings(tmp_path / "state")
     yield settings
     ServiceManager(settings).down(purge=True)
 
@@ -48,36 +45,36 @@ def test_lifecycle_up_noop_status_down(isolated_env: Settings) -> None:
     assert statuses["kafka"].version and statuses["kafka"].version.startswith("4.")
 
     runner = CliRunner()
-    second = runner.invoke(services_app, ["up"], env=dict(os.environ))
+    second = runner.invoke(services_app, ["up"], env=isolated_env.child_env())
     assert second.exit_code == 0, second.output
     assert "already running" in second.output
     assert {name: st.pid for name, st in manager.status().items()} == pids  # nothing restarted
 
-    status = runner.invoke(services_app, ["status"], env=dict(os.environ))
+    status = runner.invoke(services_app, ["status"], env=isolated_env.child_env())
     assert status.exit_code == 0, status.output
     assert str(isolated_env.kafka_port) in status.output
 
     stopped = manager.down()
     assert all(outcome.startswith("stopped") or outcome.startswith("killed") for outcome in stopped.values())
     assert not manager.is_healthy()
-    after = runner.invoke(services_app, ["status"], env=dict(os.environ))
+    after = runner.invoke(services_app, ["status"], env=isolated_env.child_env())
     assert after.exit_code == 1, after.output  # documented: non-zero when anything is unhealthy
 
 
 def test_port_in_use_is_reported_by_number(isolated_env: Settings) -> None:
     blocker = socket.socket()
-    blocker.bind((isolated_env.host, isolated_env.registry_port))
+    blocker.bind((isolated_env.registry.bind_host, isolated_env.registry.port))
     blocker.listen()
     try:
         with pytest.raises(ServiceError) as excinfo:
             ServiceManager(isolated_env).up(["registry"])
         message = str(excinfo.value)
-        assert str(isolated_env.registry_port) in message
+        assert str(isolated_env.registry.port) in message
         assert "already in use" in message
 
-        result = CliRunner().invoke(services_app, ["up", "--only", "registry"], env=dict(os.environ))
+        result = CliRunner().invoke(services_app, ["up", "--only", "registry"], env=isolated_env.child_env())
         assert result.exit_code == 1
-        assert str(isolated_env.registry_port) in result.output
+        assert str(isolated_env.registry.port) in result.output
     finally:
         blocker.close()
     assert ServiceManager(isolated_env).status(["registry"])["registry"].state == "stopped"
