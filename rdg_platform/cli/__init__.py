@@ -14,7 +14,6 @@ from rdg_platform.cli.dagster_ui import ui
 from rdg_platform.cli.demo import demo
 from rdg_platform.cli.generate import generate
 from rdg_platform.cli.k8s import k8s_app
-from rdg_platform.cli.k8s import k8s_app
 from rdg_platform.cli.query import query_app
 from rdg_platform.cli.serve import serve
 from rdg_platform.cli.services import services_app
@@ -27,7 +26,6 @@ app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(services_app, name="services")
-app.add_typer(k8s_app, name="k8s")
 app.add_typer(k8s_app, name="k8s")
 app.add_typer(topics_app, name="topics")
 app.command("generate", help="Send realistic, deterministic member journeys to the source topics.")(generate)
