@@ -9,9 +9,10 @@ production by configuration. The warehouse is a local directory by default, an o
 
 The Postgres setting is tested against a real PostgreSQL (``tests/integration/test_lakehouse_assets.py``):
 psycopg2 (the ``pyiceberg[sql-postgres]`` extra) and ``org.postgresql:postgresql`` for Spark are part
-of the install. An ``s3://`` warehouse is configuration only and untested here: Spark's S3FileIO needs
-``org.apache.iceberg:iceberg-aws-bundle``, which is not fetched (pyiceberg's pyarrow FileIO reads the
-same ``s3.*`` properties).
+of the install. An ``s3://`` warehouse is set with the explicit ``s3_*`` fields of :class:`CatalogConfig`,
+which become pyiceberg's pyarrow FileIO properties and Iceberg-Java's S3FileIO properties (Spark gets
+``org.apache.iceberg:iceberg-aws-bundle``); it is tested end to end against a local S3Proxy
+(``tests/integration/test_s3_warehouse.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ class CatalogConfig:
 
     ``uri`` is a SQLAlchemy URL (``sqlite:////abs/path.db`` or ``postgresql+psycopg2://host/db``);
     credentials go in ``user``/``password`` rather than the URL so they can come from secrets.
-    ``properties`` are passed through to pyiceberg and Spark (``s3.endpoint``, ``s3.access-key-id``...).
+    ``properties`` are passed through to pyiceberg and Spark as they are. An ``s3://`` warehouse takes
+    its object store from the ``s3_*`` fields (``None`` = the client's default: AWS's endpoint and
+    credential chain); they are translated per engine by :meth:`s3_properties`, because pyiceberg and
+    Iceberg-Java spell region and addressing style differently. ``s3_region`` should always be set for
+    a non-AWS endpoint: without it pyiceberg asks AWS for the bucket's region.
     """
 
     name: str
@@ -46,6 +51,11 @@ class CatalogConfig:
     user: str | None = None
     password: str | None = None
     properties: dict[str, str] = field(default_factory=dict)
+    s3_endpoint: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = field(default=None, repr=False)
+    s3_region: str | None = None
+    s3_path_style_access: bool | None = None
 
     @classmethod
     def local(cls, base_dir: Path | None = None, name: str = DEFAULT_CATALOG_NAME,
@@ -83,9 +93,34 @@ class CatalogConfig:
             return f"jdbc:postgresql://{parts.hostname}{port}{parts.path}"
         raise ValueError(f"unsupported catalog database {scheme!r} (sqlite or postgresql)")
 
+    def s3_properties(self, java: bool = False) -> dict[str, str]:
+        """The ``s3_*`` fields as FileIO properties: pyiceberg's pyarrow FileIO, or (``java``) S3FileIO.
+
+        Both read ``s3.endpoint``/``s3.access-key-id``/``s3.secret-access-key``; the region is
+        ``s3.region`` for pyiceberg and ``client.region`` for Iceberg-Java; path-style addressing
+        (needed by S3Proxy and most self-hosted stores) is ``s3.path-style-access=true`` in Java and
+        ``s3.force-virtual-addressing=false`` in pyiceberg.
+        """
+        props: dict[str, str] = {}
+        if self.s3_endpoint:
+            props["s3.endpoint"] = self.s3_endpoint
+        if self.s3_access_key_id:
+            props["s3.access-key-id"] = self.s3_access_key_id
+        if self.s3_secret_access_key is not None:
+            props["s3.secret-access-key"] = self.s3_secret_access_key
+        if self.s3_region:
+            props["client.region" if java else "s3.region"] = self.s3_region
+        if self.s3_path_style_access is not None:
+            if java:
+                props["s3.path-style-access"] = str(self.s3_path_style_access).lower()
+            else:
+                props["s3.force-virtual-addressing"] = str(not self.s3_path_style_access).lower()
+        return props
+
     def pyiceberg_properties(self) -> dict[str, str]:
         props = {"uri": self.sqlalchemy_uri(), "warehouse": self.warehouse}
         props.update(self.properties)
+        props.update(self.s3_properties())
         return props
 
     def spark_conf(self) -> dict[str, str]:
@@ -103,7 +138,7 @@ class CatalogConfig:
             conf[f"{p}.jdbc.user"] = self.user
         if self.password is not None:
             conf[f"{p}.jdbc.password"] = self.password
-        for k, v in self.properties.items():
+        for k, v in {**self.properties, **self.s3_properties(java=True)}.items():
             if k.startswith("s3."):
                 conf[f"{p}.io-impl"] = "org.apache.iceberg.aws.s3.S3FileIO"
             conf[f"{p}.{k}"] = v

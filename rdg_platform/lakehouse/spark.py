@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 REQUIRED_JAR_PREFIXES = ("iceberg-spark-runtime-3.5_2.12", "spark-cassandra-connector_2.12",
                          "spark-cassandra-connector-driver_2.12", "java-driver-core-shaded", "sqlite-jdbc",
-                         "postgresql-")
+                         "postgresql-", "iceberg-aws-bundle")
 
 
 class SparkSetupError(RuntimeError):
@@ -99,6 +99,15 @@ class SparkConfig:
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
+def runs_on_this_machine(master: str) -> bool:
+    """True for ``local[...]`` and for a standalone master on loopback (``spark://127.0.0.1:7077``):
+    then the driver binds to 127.0.0.1 and executors run this interpreter (the project's venv)."""
+    if master.startswith("local"):
+        return True
+    host = master.removeprefix("spark://").rsplit(":", 1)[0]
+    return master.startswith("spark://") and host in ("127.0.0.1", "localhost")
+
+
 def build_spark_session(cfg: SparkConfig, catalog: CatalogConfig, jars: list[str]) -> SparkSession:
     """A Spark session with the Iceberg catalog ``catalog.name`` and the Cassandra connector."""
     from pyspark.sql import SparkSession
@@ -114,8 +123,9 @@ def build_spark_session(cfg: SparkConfig, catalog: CatalogConfig, jars: list[str
          .config("spark.ui.showConsoleProgress", "false")
          .config("spark.cassandra.connection.host", cfg.cassandra_host)
          .config("spark.cassandra.connection.port", str(cfg.cassandra_port)))
-    if cfg.master.startswith("local"):
-        # Local mode: stay on loopback (no other interface is reachable or needed).
+    if runs_on_this_machine(cfg.master):
+        # Local mode or a loopback standalone master: stay on loopback (executors connect back to the
+        # driver on 127.0.0.1; no other interface is reachable or needed).
         b = b.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
         # Python workers must run this interpreter (the venv with the project), not the system python.
         # (SparkContext reads PYSPARK_PYTHON from the environment, not from the builder's conf.)
