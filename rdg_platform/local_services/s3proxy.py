@@ -26,11 +26,12 @@ from urllib.parse import quote
 
 import httpx
 
-from rdg_platform.config import Settings
 from rdg_platform.local_services.base import Probe, Service, port_is_open
 from rdg_platform.local_services.fetch import S3PROXY_VERSION
+from rdg_platform.settings import Settings
 
 DEFAULT_S3PROXY_PORT = 8333
+DEFAULT_S3PROXY_BIND_HOST = "127.0.0.1"
 # S3Proxy accepts any region in the signature scope; clients need one, so all of ours use this.
 S3_REGION = "us-east-1"
 # The bucket the local Iceberg warehouse lives in (``s3://rdg-warehouse/...``).
@@ -146,17 +147,26 @@ def ensure_bucket(endpoint: str, creds: S3Credentials, bucket: str) -> None:
 
 # ---------------------------------------------------------------------------------------- service
 class S3ProxyService(Service):
-    """S3 API on ``host:port`` (default 8333), filesystem blobs under ``data/s3proxy``."""
+    """S3 API on ``bind_host:port`` (default 127.0.0.1:8333), filesystem blobs under ``data/s3proxy``.
+
+    Port and bind host are arguments (not yet settings fields): whoever builds the service passes them.
+    """
 
     name = "s3proxy"
 
-    def __init__(self, settings: Settings, port: int = DEFAULT_S3PROXY_PORT) -> None:
+    def __init__(self, settings: Settings, port: int = DEFAULT_S3PROXY_PORT,
+                 bind_host: str = DEFAULT_S3PROXY_BIND_HOST) -> None:
         super().__init__(settings)
         self._port = port
+        self._bind_host = bind_host
 
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def bind_host(self) -> str:
+        return self._bind_host
 
     def ports(self) -> dict[str, int]:
         return {"s3": self._port}
@@ -164,7 +174,7 @@ class S3ProxyService(Service):
     @property
     def endpoint(self) -> str:
         """The S3 endpoint URL clients use (``s3.endpoint`` for Iceberg)."""
-        return f"http://{self.settings.host}:{self._port}"
+        return f"http://{self.host}:{self._port}"
 
     @property
     def region(self) -> str:
@@ -191,7 +201,7 @@ class S3ProxyService(Service):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         creds = self.credentials
         props = {
-            "s3proxy.endpoint": self.endpoint,
+            "s3proxy.endpoint": f"http://{self.bind_host}:{self._port}",
             "s3proxy.authorization": "aws-v2-or-v4",
             "s3proxy.identity": creds.access_key_id,
             "s3proxy.credential": creds.secret_access_key,
@@ -219,7 +229,7 @@ class S3ProxyService(Service):
 
     def probe(self) -> Probe:
         """Healthy = a SigV4-signed ListBuckets with this state dir's keys answers 200."""
-        if not port_is_open(self.settings.host, self._port):
+        if not port_is_open(self.host, self._port):
             return Probe(False, detail="port not accepting connections")
         try:
             response = s3_request("GET", self.endpoint, "/", self.credentials)
