@@ -18,6 +18,7 @@ from rdg_platform.local_services.manager import (
     ServiceManager,
     format_table,
 )
+from rdg_platform.local_services.spark_cluster import SparkCluster
 
 services_app = typer.Typer(
     help="Run the local real services (Kafka KRaft, Cassandra 5.0, Apicurio schema registry) as JVM processes.",
@@ -84,6 +85,48 @@ def status(only: OnlyOption = None) -> None:
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+    typer.echo(format_table(statuses))
+    if not all(st.healthy for st in statuses.values()):
+        raise typer.Exit(1)
+
+
+spark_app = typer.Typer(
+    help="A Spark standalone master and worker from the pyspark wheel, on loopback "
+    "(run the rebuild on it with RDG_SPARK_MASTER=spark://127.0.0.1:7077).",
+    no_args_is_help=True,
+)
+services_app.add_typer(spark_app, name="spark")
+
+
+def _spark_cluster() -> SparkCluster:
+    return SparkCluster(settings(), echo=typer.echo)
+
+
+@spark_app.command("up")
+def spark_up(
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for the worker to register with the master.")
+    ] = 120.0,
+) -> None:
+    """Start the master and a worker (2 cores, 2g) and wait until the master lists the worker ALIVE."""
+    try:
+        statuses = _spark_cluster().up(timeout=timeout)
+    except ServiceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(format_table(statuses))
+
+
+@spark_app.command("down")
+def spark_down() -> None:
+    """Stop the worker (with its executors) and the master started for this state directory."""
+    _spark_cluster().down()
+
+
+@spark_app.command("status")
+def spark_status() -> None:
+    """Show the master and worker; exit 1 unless both run and the worker is registered."""
+    statuses = _spark_cluster().status()
     typer.echo(format_table(statuses))
     if not all(st.healthy for st in statuses.values()):
         raise typer.Exit(1)

@@ -37,6 +37,14 @@ S3_REGION = "us-east-1"
 # The bucket the local Iceberg warehouse lives in (``s3://rdg-warehouse/...``).
 DEFAULT_BUCKET = "rdg-warehouse"
 
+# What an S3 client process needs in its environment to write to S3Proxy 2.6.0. AWS SDKs since early
+# 2025 (pyarrow's C++ SDK 1.11.x, Java SDK 2.30+) default to "flexible checksums": uploads are sent as
+# aws-chunked bodies with a trailing CRC (x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER over
+# HTTP chunked transfer), which S3Proxy 2.6.0 answers with XAmzContentSHA256Mismatch. "when_required"
+# restores plain signed uploads. The SDKs read it only from the environment (or ~/.aws/config), so the
+# entry point that builds a client's environment adds these; this module never touches os.environ.
+CLIENT_ENV: dict[str, str] = {"AWS_REQUEST_CHECKSUM_CALCULATION": "when_required"}
+
 S3PROXY_JVM_OPTS = [
     "-Xms64m",
     "-Xmx256m",
@@ -205,6 +213,9 @@ class S3ProxyService(Service):
             "s3proxy.authorization": "aws-v2-or-v4",
             "s3proxy.identity": creds.access_key_id,
             "s3proxy.credential": creds.secret_access_key,
+            # Current AWS SDKs send x-amz-checksum-mode on reads; 2.6.0 rejects unknown x-amz-* headers
+            # with 501 unless told to ignore them (see CLIENT_ENV for the write side).
+            "s3proxy.ignore-unknown-headers": "true",
             "jclouds.provider": "filesystem",
             "jclouds.filesystem.basedir": str(self.data_dir),
         }
