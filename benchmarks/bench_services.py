@@ -8,34 +8,30 @@ instance, and everything it starts is stopped and purged afterwards. Prints a ma
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from rdg_platform.config import Settings
 from rdg_platform.local_services import ServiceManager
-from rdg_platform.local_services.base import SERVICE_PORT_ENV_VARS, free_ports
-from rdg_platform.local_services.fetch import MAVEN_REPO_ENV
+from rdg_platform.local_services.base import free_ports
+from rdg_platform.settings import load_settings
+
+PORT_SETTINGS = ("RDG_KAFKA_PORT", "RDG_KAFKA_CONTROLLER_PORT", "RDG_CASSANDRA_PORT",
+                 "RDG_CASSANDRA_STORAGE_PORT", "RDG_CASSANDRA_JMX_PORT", "RDG_REGISTRY_PORT")
 
 
 def _timed_up(
     label: str, state_dir: Path, cache_dir: Path | None, maven_repo: Path | None, quiet: bool
 ) -> dict[str, str]:
     """Run one up() in an isolated environment and return a table row; always tears down."""
-    os.environ["RDG_STATE_DIR"] = str(state_dir)
-    for var, port in zip(SERVICE_PORT_ENV_VARS, free_ports(len(SERVICE_PORT_ENV_VARS)), strict=True):
-        os.environ[var] = str(port)
+    env = {"RDG_STATE_DIR": str(state_dir)}
+    env.update(zip(PORT_SETTINGS, map(str, free_ports(len(PORT_SETTINGS))), strict=True))
     if cache_dir is not None:
-        os.environ["RDG_CACHE_DIR"] = str(cache_dir)
-    else:
-        os.environ.pop("RDG_CACHE_DIR", None)
+        env["RDG_CACHE_DIR"] = str(cache_dir)
     if maven_repo is not None:
-        os.environ[MAVEN_REPO_ENV] = str(maven_repo)
-    else:
-        os.environ.pop(MAVEN_REPO_ENV, None)
-    manager = ServiceManager(Settings(), echo=(lambda _msg: None) if quiet else print)
+        env["RDG_MAVEN_REPO_LOCAL"] = str(maven_repo)
+    manager = ServiceManager(load_settings(env), echo=(lambda _msg: None) if quiet else print)
     started = time.monotonic()
     try:
         manager.up()

@@ -64,9 +64,9 @@ class KafkaSettings(_Section):
 
     bootstrap: str | None = Field(None, description="host:port list; default: the local broker")
     security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
-        "PLAINTEXT", description="client security protocol")
+        "SASL_PLAINTEXT", description="client security protocol (the local broker requires SASL)")
     sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] | None = Field(
-        None, description="SASL mechanism when the protocol is SASL_*")
+        "SCRAM-SHA-512", description="SASL mechanism when the protocol is SASL_*")
     sasl_username: str | None = Field(None, description="SASL principal")
     sasl_password: SecretValue = Field(None, description="SASL password")
     ssl_ca: Path | None = Field(None, description="CA certificate (PEM) for SSL/SASL_SSL")

@@ -18,7 +18,7 @@ from rdg_platform.local_services.manager import ServiceManager
 from rdg_platform.local_services.testing import ensure_services
 from rdg_platform.model import GraphSpec
 from rdg_platform.settings import Settings
-from tests.support.settings import session_settings
+from tests.support.session import session_settings
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ like the recipe for running that one server.
 
 from __future__ import annotations
 
+import os
 import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -90,12 +91,25 @@ class Service(ABC):
     def probe(self) -> Probe:
         """Ask the running service a real question; never raises."""
 
+    def provision(self) -> None:
+        """Once healthy: create what the platform needs inside the server (principals, grants,
+        ACLs). Idempotent; called after every ``up``. Most services need nothing."""
+        return None
+
     def cwd(self) -> Path:
         return self.data_dir
 
     def marker_args(self) -> list[str]:
         """System properties that identify our process in ``ps`` and in pid-file verification."""
         return [f"-Drdg.service={self.name}", f"-Drdg.state={self.settings.state_dir}"]
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (configs that carry secrets)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
 
 
 def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -119,14 +133,6 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 # Every port a local service set binds, by its settings variable (for isolated instances).
-SERVICE_PORT_ENV_VARS = (
-    "RDG_KAFKA_PORT",
-    "RDG_KAFKA_CONTROLLER_PORT",
-    "RDG_CASSANDRA_PORT",
-    "RDG_CASSANDRA_STORAGE_PORT",
-    "RDG_CASSANDRA_JMX_PORT",
-    "RDG_REGISTRY_PORT",
-)
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:

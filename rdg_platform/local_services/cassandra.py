@@ -9,10 +9,18 @@ because the box is shared and slow), not for throughput.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from rdg_platform.local_services.base import Probe, Service, port_is_open
+from rdg_platform.local_services.credentials import PRINCIPALS, load_or_create
+from rdg_platform.topology import check_identifier
+
+if TYPE_CHECKING:
+    from cassandra.cluster import Cluster, Session
+
+DEFAULT_SUPERUSER = "cassandra"  # Cassandra's built-in superuser (password = name) on a fresh node
 
 # From apache/cassandra conf/jvm17-server.options ("### JPMS" and "### Netty Options" sections;
 # read at commit 07ad4a29635e9b29eb87dcb5ff2512b6794c66fe; verified to boot 5.0.9 on Java 17).
@@ -141,8 +149,14 @@ class CassandraService(Service):
             "commitlog_sync": "periodic",
             "commitlog_sync_period": "10000ms",
             "commitlog_segment_size": "16MiB",
-            "authenticator": "AllowAllAuthenticator",
-            "authorizer": "AllowAllAuthorizer",
+            # Security on by default: passwords and role grants (see provision()).
+            "authenticator": "PasswordAuthenticator",
+            "authorizer": "CassandraAuthorizer",
+            "role_manager": "CassandraRoleManager",
+            "network_authorizer": "AllowAllNetworkAuthorizer",
+            "roles_validity": "10000ms",
+            "permissions_validity": "10000ms",
+            "credentials_validity": "10000ms",
             "user_defined_functions_enabled": False,
             "materialized_views_enabled": False,
             "sasi_indexes_enabled": False,
@@ -200,25 +214,84 @@ class CassandraService(Service):
             "org.apache.cassandra.service.CassandraDaemon",
         ]
 
+    def _connect(self, user: str, password: str) -> tuple[Cluster, Session]:
+        from cassandra.auth import PlainTextAuthProvider
+        from cassandra.cluster import Cluster
+
+        cluster = Cluster(contact_points=[self.host], port=self.settings.cassandra.port, connect_timeout=5,
+                          control_connection_timeout=5,
+                          auth_provider=PlainTextAuthProvider(username=user, password=password))
+        try:
+            return cluster, cluster.connect()
+        except Exception:
+            cluster.shutdown()
+            raise
+
+    def _superuser(self) -> tuple[Cluster, Session]:
+        """A session as the local admin role, or (first start, before provision) as Cassandra's
+        default superuser."""
+        from cassandra.cluster import NoHostAvailable
+
+        creds = load_or_create(self.settings.state_dir)
+        try:
+            return self._connect(PRINCIPALS["admin"], creds.password("admin"))
+        except NoHostAvailable as exc:
+            if "AuthenticationFailed" not in str(exc) and "Bad credentials" not in str(exc):
+                raise
+        return self._connect(DEFAULT_SUPERUSER, DEFAULT_SUPERUSER)
+
     def probe(self) -> Probe:
         """Healthy = a CQL query against system.local answers (so the node accepts real work)."""
-        s = self.settings
-        if not port_is_open(self.host, s.cassandra.port):
+        if not port_is_open(self.host, self.settings.cassandra.port):
             return Probe(False, detail="native port not accepting connections")
         try:
-            from cassandra.cluster import Cluster
-
-            cluster = Cluster(
-                contact_points=[self.host],
-                port=s.cassandra.port,
-                connect_timeout=5,
-                control_connection_timeout=5,
-            )
+            cluster, session = self._superuser()
             try:
-                session = cluster.connect()
                 row = session.execute("SELECT release_version FROM system.local", timeout=5).one()
             finally:
                 cluster.shutdown()
         except Exception as exc:  # noqa: BLE001 - any failure just means "not ready yet"
             return Probe(False, detail=f"CQL query failed: {exc}")
         return Probe(True, version=str(row.release_version) if row else None)
+
+    def provision(self) -> None:
+        """Roles and grants, idempotently: the local admin superuser replaces Cassandra's default
+        ``cassandra``/``cassandra`` (whose password is replaced and login disabled), then one login
+        role per platform role, and grants on the graph keyspaces: ``app`` SELECT+MODIFY (write
+        rows, never DDL), ``reader`` SELECT, ``upstream`` nothing."""
+        creds = load_or_create(self.settings.state_dir)
+        cluster, session = self._superuser()
+        try:
+            admin = PRINCIPALS["admin"]
+            session.execute("CREATE ROLE IF NOT EXISTS " + admin + " WITH SUPERUSER = true AND LOGIN = true "
+                            "AND PASSWORD = %s", (creds.password("admin"),))
+        finally:
+            cluster.shutdown()
+        cluster, session = self._connect(admin, creds.password("admin"))
+        try:
+            session.execute("ALTER ROLE " + DEFAULT_SUPERUSER + " WITH PASSWORD = %s AND LOGIN = false",
+                            (creds.cassandra_superuser_password,))
+            for role in ("app", "reader", "upstream"):
+                session.execute("CREATE ROLE IF NOT EXISTS " + PRINCIPALS[role] + " WITH LOGIN = true "
+                                "AND PASSWORD = %s", (creds.password(role),))
+            for keyspace in self.graph_keyspaces:
+                grant_graph_access(session, keyspace)
+        finally:
+            cluster.shutdown()
+
+    @property
+    def graph_keyspaces(self) -> list[str]:
+        spec = self.settings.load_spec()
+        return sorted({ns.keyspace for ns in spec.namespaces.values()})
+
+
+def grant_graph_access(session: Session, keyspace: str, replication_factor: int = 1) -> None:
+    """Create a graph keyspace if needed and grant the platform roles their access to it: ``app``
+    reads and writes rows, ``reader`` reads; neither may create, alter or drop anything. Run as the
+    admin role (local services' provisioning, or a test that makes its own keyspace)."""
+    ks = check_identifier(keyspace, "keyspace")
+    session.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
+                    f"{{'class': 'SimpleStrategy', 'replication_factor': {int(replication_factor)}}}")
+    session.execute(f"GRANT SELECT ON KEYSPACE {ks} TO {PRINCIPALS['app']}")
+    session.execute(f"GRANT MODIFY ON KEYSPACE {ks} TO {PRINCIPALS['app']}")
+    session.execute(f"GRANT SELECT ON KEYSPACE {ks} TO {PRINCIPALS['reader']}")

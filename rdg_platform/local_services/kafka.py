@@ -7,12 +7,32 @@ creation only) make the local cluster behave like production for our code while 
 from __future__ import annotations
 
 import base64
+import hashlib
+import os
 import subprocess
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rdg_platform.local_services.base import Probe, Service, port_is_open
+from rdg_platform.local_services.base import Probe, Service, port_is_open, write_private
+from rdg_platform.local_services.credentials import (
+    BROKER_PRINCIPAL,
+    PRINCIPALS,
+    ROLES,
+    LocalCredentials,
+    Role,
+    load_or_create,
+)
 from rdg_platform.local_services.fetch import KAFKA_VERSION
+from rdg_platform.topology import dlq_topic, graph_topic
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AclBinding
+
+    from rdg_platform.model.spec import GraphSpec
+
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SCRAM_ITERATIONS = 8192
 
 # Light JVM: this machine class has 2 cores shared by several developers.
 KAFKA_JVM_OPTS = [
@@ -54,6 +74,64 @@ def new_cluster_id() -> str:
             return value
 
 
+def scram_format_args(creds: LocalCredentials) -> list[str]:
+    """``--add-scram`` arguments for the storage format: the broker's and every role's SCRAM
+    credential, as salt + salted password (PBKDF2, what the broker stores), so no password appears
+    on a command line."""
+    users = {BROKER_PRINCIPAL: creds.broker_password} | {PRINCIPALS[r]: creds.password(r) for r in ROLES}
+    args: list[str] = []
+    for user, password in users.items():
+        salt = os.urandom(24)
+        salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, SCRAM_ITERATIONS)
+        b64 = base64.b64encode
+        args += ["--add-scram", f'{SCRAM_MECHANISM}=[name={user},iterations={SCRAM_ITERATIONS},'
+                                f'salt="{b64(salt).decode()}",saltedpassword="{b64(salted).decode()}"]']
+    return args
+
+
+def kafka_acls(spec: GraphSpec, group_prefix: str) -> list[AclBinding]:
+    """Least-privilege ACLs per role for ``spec``'s topics (``admin`` and the broker are super users;
+    ``reader`` has no Kafka access):
+
+    - ``upstream`` writes the source and catalog topics and nothing else;
+    - ``app`` (processors and sinks) reads source, catalog and graph topics, writes graph and DLQ
+      topics, uses its consumer groups and transactional ids (prefixed by the group prefix), and
+      Quix Streams' own changelog/repartition topics.
+    """
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    def allow(role: Role, rtype: ResourceType, name: str, pattern: ResourcePatternType,
+              *ops: AclOperation) -> list[AclBinding]:
+        return [AclBinding(rtype, name, pattern, f"User:{PRINCIPALS[role]}", "*", op, AclPermissionType.ALLOW)
+                for op in ops]
+
+    T, G, X = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.TRANSACTIONAL_ID
+    LIT, PRE = ResourcePatternType.LITERAL, ResourcePatternType.PREFIXED
+    R, W, D, DC, A = (AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE,
+                      AclOperation.DESCRIBE_CONFIGS, AclOperation.ALL)
+    sources = list(spec.sources)
+    graph = [graph_topic("node", n) for n in spec.nodes] + [graph_topic("edge", e) for e in spec.edges]
+    out: list[AclBinding] = []
+    for t in sources:
+        out += allow("upstream", T, t, LIT, W, D)
+        out += allow("app", T, t, LIT, R, D, DC)
+    for t in graph:
+        out += allow("app", T, t, LIT, R, W, D, DC)
+    for t in sources + graph:
+        out += allow("app", T, dlq_topic(t), LIT, W, D, DC)
+    out += allow("app", G, group_prefix, PRE, R, D)
+    out += allow("app", X, group_prefix, PRE, W, D)
+    for internal in ("changelog__", "repartition__"):
+        out += allow("app", T, internal, PRE, A)
+    return out
+
+
 class KafkaService(Service):
     """Combined broker+controller on RDG_KAFKA_PORT / RDG_KAFKA_CONTROLLER_PORT."""
 
@@ -82,15 +160,34 @@ class KafkaService(Service):
         """The broker config; rewritten on every start so port changes take effect."""
         k = self.settings.kafka
         bind, host = self.bind_host, self.host
+        creds = load_or_create(self.settings.state_dir)
+        broker_pw = creds.broker_password
+        plain = (f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{BROKER_PRINCIPAL}" '
+                 f'password="{broker_pw}" user_{BROKER_PRINCIPAL}="{broker_pw}";')
+        scram = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{BROKER_PRINCIPAL}" '
+                 f'password="{broker_pw}";')
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{host}:{k.controller_port}",
-            "listeners": f"PLAINTEXT://{bind}:{k.port},CONTROLLER://{host}:{k.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{host}:{k.port}",
+            # Clients (and the broker itself) authenticate with SCRAM; the controller listener, on
+            # loopback only, with PLAIN against the broker's own static identity (SCRAM credentials
+            # live in the metadata log, which the controller serves, so it cannot use them).
+            "listeners": f"CLIENT://{bind}:{k.port},CONTROLLER://{host}:{k.controller_port}",
+            "advertised.listeners": f"CLIENT://{host}:{k.port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name": "CLIENT",
+            "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.client.sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            f"listener.name.client.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": scram,
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": plain,
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": f"User:{BROKER_PRINCIPAL};User:{PRINCIPALS['admin']}",
             "log.dirs": str(self.log_dirs),
             "num.partitions": "2",
             "default.replication.factor": "1",
@@ -118,7 +215,7 @@ class KafkaService(Service):
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.properties_file.write_text(self.server_properties())
+        write_private(self.properties_file, self.server_properties())
         (self.conf_dir / "log4j2.xml").write_text(_LOG4J2_XML.replace("{log}", str(self.log_file)))
         if (self.log_dirs / "meta.properties").exists():
             return
@@ -138,6 +235,7 @@ class KafkaService(Service):
             cluster_id_file.read_text().strip(),
             "-c",
             str(self.properties_file),
+            *scram_format_args(load_or_create(self.settings.state_dir)),
         ]
         with self.out_file.open("ab") as out:
             result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=120, check=False)
@@ -161,6 +259,23 @@ class KafkaService(Service):
             str(self.properties_file),
         ]
 
+    def admin_config(self) -> dict[str, str]:
+        """librdkafka config of the local ``admin`` principal (probes, ACL provisioning)."""
+        return {"bootstrap.servers": f"{self.host}:{self.port}", "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": SCRAM_MECHANISM, "sasl.username": PRINCIPALS["admin"],
+                "sasl.password": load_or_create(self.settings.state_dir).password("admin")}
+
+    def provision(self) -> None:
+        """Create the ACLs of every platform role for the configured model (idempotent: Kafka
+        keeps one copy of an identical binding)."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(self.admin_config())
+        spec = self.settings.load_spec()
+        bindings = kafka_acls(spec, self.settings.streaming.group_prefix)
+        for _binding, fut in admin.create_acls(bindings, request_timeout=30).items():
+            fut.result(timeout=30)
+
     def probe(self) -> Probe:
         """Healthy = the broker returns cluster metadata listing itself (not just an open port)."""
         if not port_is_open(self.host, self.port):
@@ -168,7 +283,7 @@ class KafkaService(Service):
         try:
             from confluent_kafka.admin import AdminClient
 
-            admin = AdminClient({"bootstrap.servers": f"{self.host}:{self.port}", "log_level": 0})
+            admin = AdminClient({**self.admin_config(), "log_level": 0})
             metadata = admin.list_topics(timeout=3)
         except Exception as exc:  # noqa: BLE001 - any failure just means "not ready yet"
             return Probe(False, detail=f"metadata request failed: {exc}")

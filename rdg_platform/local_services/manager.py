@@ -271,6 +271,7 @@ class ServiceManager:
                 self._pid_file(name).unlink(missing_ok=True)  # stale: dead or recycled pid
             if not to_start and all(self.services[n].probe().healthy for n in names):
                 self.echo("all services already running and healthy; nothing to do")
+                self._provision(names)
                 return self.status(names)
             self._preflight(to_start)
             deadline = time.monotonic() + timeout
@@ -282,7 +283,18 @@ class ServiceManager:
                     errors.append(self._failure(name, f"failed to start: {exc}"))
             if errors:
                 raise ServiceError("\n\n".join(errors))
-            return self._wait(names, deadline)
+            statuses = self._wait(names, deadline)
+            self._provision(names)
+            return statuses
+
+    def _provision(self, names: list[str]) -> None:
+        """Principals, grants and ACLs inside each healthy server (idempotent)."""
+        for name in names:
+            try:
+                self.services[name].provision()
+            except Exception as exc:
+                raise ServiceError(self._failure(name, f"started, but provisioning its principals and "
+                                                       f"grants failed: {exc}")) from exc
 
     def _wait(self, names: list[str], deadline: float) -> dict[str, ServiceStatus]:
         """Poll every service until all are healthy, one dies, or the deadline passes."""

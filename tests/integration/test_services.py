@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from rdg_platform.cli.services import services_app
 from rdg_platform.local_services import ServiceError, ServiceManager
 from rdg_platform.settings import Settings
-from tests.support.settings import isolated_settings
+from tests.support.session import isolated_settings
 
 pytestmark = pytest.mark.integration
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from rdg_platform.local_services.base import free_ports
+from rdg_platform.local_services.credentials import Role, local_role_settings
 from rdg_platform.settings import Settings, load_settings
 
 # Fixed (not random) so a developer's next run reuses the session's services; all differ from the
@@ -32,17 +33,29 @@ SERVICE_PORT_SETTINGS: tuple[str, ...] = (
 )
 
 
-def session_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """The test session's settings: the caller's environment wins (CI sets RDG_STATE_DIR), then the
-    test ports above, then a test state directory distinct from the demo's ``~/.rdg``."""
+def session_settings(environ: Mapping[str, str] | None = None, role: Role = "admin") -> Settings:
+    """The test session's settings acting as ``role`` (default admin: fixtures provision topics and
+    tables; tests of least privilege ask for other roles). The caller's environment wins (CI sets
+    RDG_STATE_DIR), then the test ports above, then a test state directory distinct from ``~/.rdg``."""
     env = dict(os.environ if environ is None else environ)
     merged = {**TEST_SESSION_ENV, "RDG_STATE_DIR": str(Path.home() / ".rdg-test"), **env}
-    return load_settings(merged)
+    return local_role_settings(load_settings(merged), role)
+
+
+def as_role(settings: Settings, role: Role) -> Settings:
+    """The same services and ports, acting as another role (credentials from the state dir)."""
+    base = settings.model_copy(update={
+        "kafka": settings.kafka.model_copy(update={"sasl_username": None, "sasl_password": None}),
+        "cassandra": settings.cassandra.model_copy(update={"username": None, "password": None}),
+        "api": settings.api.model_copy(update={"token": None})})
+    return local_role_settings(base, role)
 
 
 def isolated_settings(state_dir: Path, base: Settings | None = None) -> Settings:
     """Settings for a private instance of the services: own state dir, fresh free ports."""
-    env = (base or session_settings()).child_env()
+    env = {k: v for k, v in (base or session_settings()).child_env().items()
+           if k not in ("RDG_KAFKA_SASL_USERNAME", "RDG_KAFKA_SASL_PASSWORD", "RDG_CASSANDRA_USERNAME",
+                        "RDG_CASSANDRA_PASSWORD", "RDG_API_TOKEN")}
     env["RDG_STATE_DIR"] = str(state_dir)
     env.update(zip(SERVICE_PORT_SETTINGS, map(str, free_ports(len(SERVICE_PORT_SETTINGS))), strict=True))
-    return load_settings(env)
+    return local_role_settings(load_settings(env), "admin")
