@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from rdg_platform.config import settings
+from rdg_platform.avro import AvroSerde
 from rdg_platform.generator import (
     MEMBER_TOPICS,
     EventEncoder,
@@ -37,10 +37,10 @@ from rdg_platform.generator import (
     make_producer,
     produce_generated,
 )
-from rdg_platform.generator.encoded import encoded_batches
 from rdg_platform.generator.journeys import CATALOG_TOPICS
-from rdg_platform.model.spec import default_spec
-from rdg_platform.serde import AvroSerde
+from rdg_platform.generator.render import encoded_batches
+from rdg_platform.kafka_client import client_config
+from rdg_platform.settings import load_settings
 
 TOPICS = (*MEMBER_TOPICS, *CATALOG_TOPICS)
 
@@ -70,20 +70,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=2, help="runs per path, best counts (default 2)")
     ap.add_argument("--partitions", type=int, default=4, help="partitions of the sandbox topics")
-    ap.add_argument("--bootstrap", default=None, help="Kafka bootstrap (default from settings)")
-    ap.add_argument("--registry-url", default=None, help="registry URL (default from settings)")
     ap.add_argument("--keep-topics", action="store_true", help="do not delete the bench.* topics afterwards")
     args = ap.parse_args()
 
-    s = settings()
-    bootstrap = args.bootstrap or s.kafka_bootstrap
-    registry = args.registry_url or s.registry_url
+    s = load_settings()  # Kafka and the registry: RDG_KAFKA_*, RDG_REGISTRY_* (see `rdg config show`)
     tmap = {t: f"bench.{t}" for t in TOPICS}
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(s.kafka))
     _sandbox(admin, list(tmap.values()), args.partitions)
 
-    serde = AvroSerde(registry)
-    serde.register_all(default_spec())
+    serde = AvroSerde.from_settings(s.registry)
+    serde.register_all(s.load_spec())
     cfg = GeneratorConfig(members=args.members, duration_s=args.duration, seed=args.seed,
                           start_ms=int(time.time()) * 1000, id_prefix="bench-")
 
@@ -104,7 +100,7 @@ def main() -> None:
     del mine, batches
 
     def raw_produce(positional: bool) -> tuple[int, float]:
-        producer, tracker = make_producer(bootstrap)
+        producer, tracker = make_producer(s.kafka)
         producer.list_topics(timeout=10)  # connect before timing, as the generator's run does below
         produce = producer.produce
         t0 = time.perf_counter()
@@ -135,7 +131,7 @@ def main() -> None:
         return raw_produce(positional=True)
 
     def generator(worker: bool | None = None) -> tuple[int, float]:
-        producer, tracker = make_producer(bootstrap)
+        producer, tracker = make_producer(s.kafka)
         producer.list_topics(timeout=10)
         t0 = time.perf_counter()
         summary = produce_generated(cfg, producer, tracker, serde, topic_map=tmap, worker=worker)

@@ -56,12 +56,12 @@ def bench_archive(rows: int, reps: int, workdir: Path) -> list[tuple[str, str, s
     from rdg_platform.config import settings
     from rdg_platform.lakehouse.archive import archive_records, archive_window, read_archive
     from rdg_platform.lakehouse.catalog import CatalogConfig
-    from rdg_platform.lakehouse.decoding import AvroTopicDecoder
+    from rdg_platform.avro.bulk import AvroTopicDecoder
     from rdg_platform.lakehouse.kafka_window import WindowBatch, read_window
     from rdg_platform.lakehouse.schema import archive_schema, hour_partition_spec
     from rdg_platform.lakehouse.testing import generate_events
     from rdg_platform.model import default_spec
-    from rdg_platform.serde import AvroSerde
+    from rdg_platform.avro import AvroSerde
 
     cfg = settings()
     bootstrap = cfg.kafka_bootstrap

@@ -201,7 +201,7 @@ def main() -> int:
 
     from rdg_platform.config import settings
     from rdg_platform.kv.graph_store import GraphStore
-    from rdg_platform.serde import AvroSerde, topic_decoder
+    from rdg_platform.avro import AvroSerde, topic_decoder
     from rdg_platform.streaming.testing import expected_graph, local_pipeline, produce_events, wait_graph
 
     cfg = settings()

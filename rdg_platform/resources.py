@@ -65,7 +65,7 @@ class KafkaResource(ConfigurableResource):  # type: ignore[misc]
 
     def serde(self) -> Any:
         """The project's AvroSerde against this registry."""
-        from rdg_platform.serde import AvroSerde
+        from rdg_platform.avro import AvroSerde
 
         return AvroSerde(self.registry_url())
 

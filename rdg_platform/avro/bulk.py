@@ -2,8 +2,8 @@
 
 The archive asset decodes Confluent-framed Avro with :class:`AvroTopicDecoder`: framing and schema
 ids are read for the whole batch with numpy, the registry checks of
-:meth:`rdg_platform.serde.AvroSerde.decode_for_topic` run once per distinct id, and the bodies of
-each id are decoded column-wise into Arrow (:mod:`rdg_platform.lakehouse.avro_columns`). Records the
+:meth:`rdg_platform.avro.serde.AvroSerde.decode_for_topic` run once per distinct id, and the bodies of
+each id are decoded column-wise into Arrow (:mod:`rdg_platform.avro.columnar`). Records the
 columnar decoder flags, and every record of a schema it does not cover, go through
 ``decode_for_topic`` itself, so a bad record is counted under the same reason the streaming path
 would give it. Any other per-record decoder (JSON in tests and benchmarks) is wrapped by
@@ -15,16 +15,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from rdg_platform.lakehouse.avro_columns import UnsupportedSchemaError, concat_bodies, decode_columns
-
-if TYPE_CHECKING:
-    from rdg_platform.serde import AvroSerde
+from rdg_platform.avro.columnar import concat_bodies, decode_columns
+from rdg_platform.avro.errors import DecodeError, UnsupportedSchemaError
+from rdg_platform.avro.framing import HEADER, MAGIC
+from rdg_platform.avro.serde import AvroSerde
 
 Decoder = Callable[[bytes], tuple[int, dict[str, Any]]]
 Rows = npt.NDArray[np.int64]
@@ -96,8 +96,6 @@ class AvroTopicDecoder:
     topic: str
 
     def decode_values(self, values: Sequence[bytes]) -> DecodedBatch:
-        from rdg_platform.serde import HEADER, MAGIC, DecodeError
-
         out = DecodedBatch()
         n = len(values)
         if n == 0:

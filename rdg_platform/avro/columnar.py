@@ -1,12 +1,12 @@
 """Decode many Avro bodies of one writer schema straight into Arrow columns.
 
-Why: the archive's target is at least half the speed of a raw Iceberg append of the same Arrow
-data. fastavro decodes ~60k records/s per core into dicts, and building Arrow from dicts costs about
-as much again, so decoding record by record caps the archive near a tenth of the append. Avro's
-binary encoding of a record is just its fields in schema order, so with one cursor per record the
-k-th field of *every* record can be decoded at once with numpy: a varint by gathering up to ten bytes
-at each cursor, a string by gathering its bytes into one Arrow data buffer, an enum by a ``take`` on
-its symbols. That is ~20x faster than fastavro and yields Arrow arrays directly.
+Why hand-written: the lakehouse archive decodes whole Kafka windows, and decoding record by record
+into dicts with fastavro and then building Arrow from the dicts costs far more than the Iceberg
+append itself (``benchmarks/bench_lakehouse.py`` measures both). Avro's binary encoding of a record
+is just its fields in schema order, so with one cursor per record the k-th field of *every* record
+can be decoded at once with numpy: a varint by gathering up to ten bytes at each cursor, a string by
+gathering its bytes into one Arrow data buffer, an enum by a ``take`` on its symbols. The result is
+Arrow arrays directly.
 
 Safety: every record is decoded from its own start offset, so a malformed record cannot shift its
 neighbours. A record is *flagged* (never silently accepted) when a varint runs past its end or over
@@ -18,8 +18,8 @@ errs towards fastavro, so accepted records decode exactly as fastavro decodes th
 
 Supported: null, boolean, int, long, float, double, string, bytes, fixed, enum, timestamp-millis and
 -micros longs, ``[null, T]``/``[T, null]`` unions and arrays of those. Anything else (maps, nested
-records, other logical types, wider unions) raises :class:`UnsupportedSchemaError` and the caller
-decodes record by record instead.
+records, other logical types, wider unions) raises
+:class:`~rdg_platform.avro.errors.UnsupportedSchemaError` and the caller decodes record by record instead.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rdg_platform.avro.errors import UnsupportedSchemaError
+
 I64 = npt.NDArray[np.int64]
 BoolArr = npt.NDArray[np.bool_]
 
@@ -42,10 +44,6 @@ MAX_ARRAY_ITEMS = 256
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "string", "bytes"})
 _TS_MIN_MS, _TS_MAX_MS = -62_135_596_800_000, 253_402_300_799_999  # 0001-01-01 .. 9999-12-31 UTC
 _SHIFTS = (7 * np.arange(10, dtype=np.uint64)).astype(np.uint64)
-
-
-class UnsupportedSchemaError(ValueError):
-    """The schema uses a construct the columnar decoder does not cover (decode record by record)."""
 
 
 @dataclass

@@ -126,7 +126,7 @@ def demo(
     from rdg_platform.generator import GeneratorConfig, run_generator
     from rdg_platform.kv.graph_store import GraphStore
     from rdg_platform.model import default_spec
-    from rdg_platform.serde import AvroSerde
+    from rdg_platform.avro import AvroSerde
     from rdg_platform.local_services.manager import ServiceError, ServiceManager
     from rdg_platform.streaming.supervisor import AppSupervisor
     from rdg_platform.topology import ensure_topics

@@ -13,11 +13,13 @@ from typing import Annotated
 
 import typer
 
-from rdg_platform.config import settings
+from rdg_platform.cli.context import settings
 
 _HELP = """Produce realistic member journeys (phone -> TV -> tablet game, at scale) to Kafka.
 
 Catalog records (catalog.titles, catalog.games) are sent first, then member.login / member.playback / member.gaming events for MEMBERS accounts, keyed by account_id, Avro in the Confluent framing through the schema registry.
+
+Kafka and the registry are the ones the settings name (RDG_KAFKA_BOOTSTRAP and its security settings, RDG_REGISTRY_URL and its credentials; see `rdg config show`).
 
 Time model: --duration is SIMULATED time: event times run from --start-time to --start-time + --duration. --rate only paces the sending in wall-clock time (records per second, 0 = as fast as possible). --events caps the number of good member events (the capped stream is a prefix of the uncapped one). The Kafka record timestamp is the event time.
 
@@ -55,15 +57,13 @@ def generate(
     id_prefix: Annotated[str, typer.Option("--id-prefix", help="Prefix for every generated id (isolates runs).")] = "",
     no_catalog: Annotated[bool, typer.Option("--no-catalog", help="Do not send the catalog records first.")] = False,
     ensure: Annotated[bool, typer.Option("--ensure-topics/--no-ensure-topics", help="Create/align the topics first.")] = True,
-    bootstrap: Annotated[str | None, typer.Option("--bootstrap", help="Kafka bootstrap servers (default from RDG_* settings).")] = None,
-    registry_url: Annotated[str | None, typer.Option("--registry-url", help="Confluent-compatible registry URL (default from settings).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only generate and count (no Kafka, no registry).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     from collections import Counter
 
+    from rdg_platform.avro import RegistryError
     from rdg_platform.generator import GeneratorConfig, ProduceError, generate_events, run_generator
-    from rdg_platform.serde import RegistryError
 
     try:
         cfg = GeneratorConfig(members=members, seed=seed, start_ms=_parse_start(start_time), duration_s=duration,
@@ -81,19 +81,21 @@ def generate(
         typer.echo(f"start-time {cfg.start_ms} ({start_iso}), seed {seed}: {sum(counts.values())} records")
         return
     s = settings()
-    bs = bootstrap or s.kafka_bootstrap
     if ensure:
-        from rdg_platform.model.spec import default_spec
+        from confluent_kafka.admin import AdminClient
+
+        from rdg_platform.kafka_client import client_config
         from rdg_platform.topology import ensure_topics
 
+        bs = s.kafka.bootstrap_servers
         try:
-            ensure_topics(bs, default_spec())
-        except Exception as exc:  # KafkaException, timeouts: report, do not trace
+            ensure_topics(AdminClient(client_config(s.kafka)), s.load_spec(), overrides=s.topics_file)
+        except Exception as exc:  # KafkaException, timeouts, bad security settings: report, do not trace
             typer.echo(f"error: cannot provision topics on {bs}: {exc}", err=True)
             raise typer.Exit(1) from exc
     try:
-        summary = run_generator(cfg, bs, registry_url or s.registry_url, rate=rate, quiet=quiet)
-    except (ProduceError, RegistryError) as exc:
+        summary = run_generator(cfg, s, rate=rate, quiet=quiet)
+    except (ProduceError, RegistryError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(summary.table())

@@ -2,10 +2,13 @@
 
 The pure part (:mod:`rdg_platform.generator.journeys`: ``generate_events(config) -> Iterator[Event]``)
 is separate from the Kafka part (:mod:`rdg_platform.generator.producer`) so tests, benchmarks and other
-components can reuse the exact same stream without a broker.
+components can reuse the exact same stream without a broker. :mod:`rdg_platform.generator.render`
+renders that same stream straight to encoded Kafka records, which is what ``rdg generate`` sends.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from rdg_platform.generator.journeys import (
     BAD_HEADER,
@@ -22,7 +25,6 @@ from rdg_platform.generator.journeys import (
 )
 from rdg_platform.generator.producer import (
     DeliveryTracker,
-    EventEncoder,
     ProduceError,
     ProduceSummary,
     make_producer,
@@ -32,17 +34,21 @@ from rdg_platform.generator.producer import (
     produce_generated,
     producer_config,
 )
-from rdg_platform.serde import AvroSerde
+from rdg_platform.generator.render import EventEncoder
+
+if TYPE_CHECKING:
+    from rdg_platform.settings import Settings
 
 
-def run_generator(cfg: GeneratorConfig, bootstrap: str, registry_url: str, *, rate: float = 0.0,
+def run_generator(cfg: GeneratorConfig, settings: Settings, *, rate: float = 0.0,
                   quiet: bool = True, track_offsets: bool = False) -> ProduceSummary:
-    """Register the schemas, generate ``cfg``'s events and produce them; returns the summary."""
-    from rdg_platform.model.spec import default_spec
+    """Register the source schemas of ``settings``' spec (with the registry of ``settings.registry``),
+    generate ``cfg``'s events and produce them to ``settings.kafka``; returns the summary."""
+    from rdg_platform.avro.serde import AvroSerde
 
-    with AvroSerde(registry_url) as serde:
-        serde.register_all(default_spec())
-        producer, tracker = make_producer(bootstrap, track_offsets=track_offsets)
+    with AvroSerde.from_settings(settings.registry) as serde:
+        serde.register_all(settings.load_spec())
+        producer, tracker = make_producer(settings.kafka, track_offsets=track_offsets)
         total = None
         if cfg.max_events is not None:
             total = cfg.max_events + (cfg.titles + cfg.games if cfg.include_catalog else 0)

@@ -38,9 +38,9 @@ CATALOG_TOPICS = (TITLES, GAMES)
 BadKind = Literal["garbage", "wrong_schema_id", "unknown_schema_id", "truncated_avro", "missing_field"]
 BAD_KINDS: tuple[BadKind, ...] = ("garbage", "wrong_schema_id", "unknown_schema_id", "truncated_avro", "missing_field")
 BAD_HEADER = "rdg-bad"
-# What a consumer sees for each injected kind: the serde's DecodeError reason from
-# ``AvroSerde.decode_for_topic``, or for missing_field (which decodes fine) the model mapping's
-# BadEventError reason.
+# What a consumer sees for each injected kind: the DecodeError reason from
+# ``rdg_platform.avro.AvroSerde.decode_for_topic``, or for missing_field (which decodes fine) the
+# model mapping's BadEventError reason.
 EXPECTED_REASON: dict[str, str] = {
     "garbage": "not_confluent_framing",          # random bytes, first byte != 0
     "wrong_schema_id": "schema_mismatch",        # a valid body framed with another subject's id
@@ -168,10 +168,10 @@ def _zipf_cum(n: int, s: float) -> tuple[float, ...]:
     return tuple(accumulate(1.0 / (k + 1) ** s for k in range(n)))
 
 
-def _choice(population: Sequence[_T], cum: Sequence[float], rnd: random.Random) -> _T:
-    """``rnd.choices(population, cum_weights=cum)[0]``, the same single draw and the same result (it is
-    CPython's formula), without the general function's argument handling, a few µs per call and
-    several calls per session."""
+def weighted_choice(population: Sequence[_T], cum: Sequence[float], rnd: random.Random) -> _T:
+    """One draw from ``population`` with cumulative weights ``cum``: ``rnd.choices(population,
+    cum_weights=cum)[0]``, the same single draw and the same result (it is CPython's formula), without
+    the general function's argument handling (it runs several times per session)."""
     return population[bisect(cum, rnd.random() * (cum[-1] + 0.0), 0, len(cum) - 1)]
 
 
@@ -215,19 +215,19 @@ def make_member(cfg: GeneratorConfig, index: int, rnd: random.Random) -> Member:
     """An account with 1-5 profiles and 1-6 devices of mixed types (the first device is usually a
     phone: that is where the story starts)."""
     acc = f"{cfg.id_prefix}a{index:07d}"
-    n_prof = _choice(range(1, 6), _PROFILES_CW, rnd)
-    n_dev = _choice(range(1, 7), _DEVICES_CW, rnd)
+    n_prof = weighted_choice(range(1, 6), _PROFILES_CW, rnd)
+    n_dev = weighted_choice(range(1, 7), _DEVICES_CW, rnd)
     devices = []
     for j in range(n_dev):
-        dtype = "PHONE" if j == 0 and rnd.random() < 0.8 else _choice(DEVICE_TYPES, _DEVICE_TYPE_CW, rnd)
+        dtype = "PHONE" if j == 0 and rnd.random() < 0.8 else weighted_choice(DEVICE_TYPES, _DEVICE_TYPE_CW, rnd)
         devices.append(Device(f"{acc}-d{j}", dtype, rnd.choice(_APP_VERSIONS[dtype])))
-    return Member(index, acc, _choice(_COUNTRIES, _COUNTRY_CW, rnd), _choice(_PLANS, _PLAN_CW, rnd),
+    return Member(index, acc, weighted_choice(_COUNTRIES, _COUNTRY_CW, rnd), weighted_choice(_PLANS, _PLAN_CW, rnd),
                   tuple(f"{acc}-p{j}" for j in range(n_prof)), tuple(devices))
 
 
 def _choose_device(m: Member, pref: dict[str, float], rnd: random.Random, avoid: Device | None = None) -> Device:
     cands = [d for d in m.devices if d is not avoid] or list(m.devices)
-    return _choice(cands, list(accumulate([pref[d.type] for d in cands])), rnd)
+    return weighted_choice(cands, list(accumulate([pref[d.type] for d in cands])), rnd)
 
 
 def _by_type(m: Member, dtype: str) -> Device | None:
@@ -262,7 +262,7 @@ class Session:
 
     Event ``k`` (0-based) has time ``t0 + k * hb_ms`` (``stop`` for the last one), sequence number
     ``seq0 + k`` and, for playback, position ``pos0 + (time - t0)``. Both renderings, the Event dicts
-    here and the pre-encoded records of :mod:`rdg_platform.generator.encoded`, derive from this one
+    here and the pre-encoded records of :mod:`rdg_platform.generator.render`, derive from this one
     description, so they cannot drift apart (a unit test checks they agree byte for byte). Not
     ``frozen`` for the same reason as :class:`Login`.
     """
@@ -395,7 +395,8 @@ def member_events(cfg: GeneratorConfig, cat: Catalog, index: int) -> Iterator[tu
             yield ts, index, seq, ev
 
 
-def _make_bad(ev: Event, rnd: random.Random) -> Event:
+def make_bad(ev: Event, rnd: random.Random) -> Event:
+    """The bad record injected after ``ev``: a kind drawn from ``rnd``, then its bytes or its blanked field."""
     kind = BAD_KINDS[rnd.randrange(len(BAD_KINDS))]
     assert ev.value is not None
     if kind == "garbage":
@@ -432,4 +433,4 @@ def generate_events(cfg: GeneratorConfig) -> Iterator[Event]:
     for ev in member_stream(cfg, cat):
         yield ev
         if bad_rnd.random() < frac:
-            yield _make_bad(ev, bad_rnd)
+            yield make_bad(ev, bad_rnd)

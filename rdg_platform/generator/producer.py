@@ -11,14 +11,18 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from rdg_platform.avro.serde import AvroSerde
 from rdg_platform.gcpause import gc_paused
-from rdg_platform.generator.encoded import Batch, can_fork_worker, encoded_batches, worker_batches
-from rdg_platform.generator.journeys import CATALOG_TOPICS, MEMBER_TOPICS, Event, GeneratorConfig
-from rdg_platform.serde import HEADER, MAGIC, AvroSerde
-
-# Framed with this id, a record points at no schema (ids are allocated upwards from 1).
-UNKNOWN_SCHEMA_ID = 0x7FFFFFF0
-
+from rdg_platform.generator.journeys import Event, GeneratorConfig
+from rdg_platform.generator.render import (
+    Batch,
+    EventEncoder,
+    can_fork_worker,
+    encoded_batches,
+    worker_batches,
+)
+from rdg_platform.kafka_client import client_config
+from rdg_platform.settings import KafkaSettings
 
 # Generating in a worker process pays off only with a core to spare beyond the produce loop, librdkafka's
 # threads and (locally) the broker: measured on 2 cores it is slower than generating in-process.
@@ -57,13 +61,14 @@ class DeliveryTracker:
                 rng[1] = max(rng[1], off)
 
 
-def producer_config(bootstrap: str, extra: Mapping[str, Any] | None = None, *,
+def producer_config(kafka: KafkaSettings, extra: Mapping[str, Any] | None = None, *,
                     tracker: DeliveryTracker | None = None) -> dict[str, Any]:
-    """Throughput-oriented producer settings: batches (linger 20 ms, 1 MiB), lz4, idempotence so a
-    retried batch is not duplicated, and delivery reports only for failures (a Python callback per
-    successful record would cost more than the encoding) unless the tracker tracks offsets."""
-    conf: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
+    """The client settings of ``kafka`` (bootstrap and security) plus throughput-oriented producer
+    settings: batches (linger 20 ms, 1 MiB), lz4, idempotence so a retried batch is not duplicated,
+    and delivery reports only for failures (a Python callback per successful record would cost more
+    than the encoding) unless the tracker tracks offsets."""
+    conf: dict[str, Any] = client_config(kafka)
+    conf.update({
         "linger.ms": 20,
         "batch.size": 1_048_576,
         "compression.type": "lz4",
@@ -72,51 +77,18 @@ def producer_config(bootstrap: str, extra: Mapping[str, Any] | None = None, *,
         "queue.buffering.max.messages": 500_000,
         "queue.buffering.max.kbytes": 262_144,
         "delivery.report.only.error": not (tracker is not None and tracker.track_offsets),
-    }
+    })
     if tracker is not None:
         conf["on_delivery"] = tracker
     conf.update(extra or {})
     return conf
 
 
-def make_producer(bootstrap: str, *, track_offsets: bool = False,
+def make_producer(kafka: KafkaSettings, *, track_offsets: bool = False,
                   extra: Mapping[str, Any] | None = None) -> tuple[Producer, DeliveryTracker]:
     """A producer configured by :func:`producer_config` and its delivery tracker."""
     tracker = DeliveryTracker(track_offsets)
-    return Producer(producer_config(bootstrap, extra, tracker=tracker)), tracker
-
-
-class EventEncoder:
-    """Turns an :class:`Event` into Kafka value bytes, including the deliberately bad ones."""
-
-    def __init__(self, serde: AvroSerde) -> None:
-        self.serde = serde
-        self._wrong_id: dict[str, int] = {}
-
-    def _other_subject_id(self, topic: str) -> int:
-        """An id that IS registered, but for another subject (a catalog schema)."""
-        sid = self._wrong_id.get(topic)
-        if sid is None:
-            own = self.serde.schema_id(topic)
-            candidates = [self.serde.schema_id(t) for t in (*CATALOG_TOPICS, *MEMBER_TOPICS) if t != topic]
-            sid = next(c for c in candidates if c != own)
-            self._wrong_id[topic] = sid
-        return sid
-
-    def value(self, ev: Event) -> bytes:
-        if ev.bad is None or ev.bad == "missing_field":
-            assert ev.value is not None
-            return self.serde.encode(ev.topic, ev.value)
-        if ev.bad == "garbage":
-            assert ev.raw is not None
-            return ev.raw
-        assert ev.value is not None
-        good = self.serde.encode(ev.topic, ev.value)
-        if ev.bad == "truncated_avro":
-            body_len = len(good) - HEADER.size
-            return good[: HEADER.size + body_len // 2]
-        sid = self._other_subject_id(ev.topic) if ev.bad == "wrong_schema_id" else UNKNOWN_SCHEMA_ID
-        return HEADER.pack(MAGIC, sid) + good[HEADER.size:]
+    return Producer(producer_config(kafka, extra, tracker=tracker)), tracker
 
 
 @dataclass
@@ -160,7 +132,7 @@ class ProduceSummary:
 def produce_batches(batches: Iterable[Batch], producer: Producer, tracker: DeliveryTracker, summary: ProduceSummary, *,
                     rate: float = 0.0, progress: Callable[[int], None] | None = None,
                     flush_timeout_s: float = 120.0) -> ProduceSummary:
-    """Produce ready :data:`~rdg_platform.generator.encoded.Record` batches and flush; fills ``summary``'s
+    """Produce ready :data:`~rdg_platform.generator.render.Record` batches and flush; fills ``summary``'s
     timing and failures (its counts are kept by whoever built the batches).
 
     The loop does nothing per record but the ``produce`` call: polling, progress and pacing happen
@@ -234,10 +206,10 @@ def produce_generated(cfg: GeneratorConfig, producer: Producer, tracker: Deliver
                       worker: bool | None = None) -> ProduceSummary:
     """Generate ``cfg``'s stream and produce it: what ``rdg generate`` runs (the records and their order
     are those of ``produce_events(generate_events(cfg), ...)``, rendered by
-    :func:`rdg_platform.generator.encoded.encoded_batches` without per-record Event dicts).
+    :func:`rdg_platform.generator.render.encoded_batches` without per-record Event dicts).
 
     ``worker`` generates in a forked worker process pipelined with the produce loop (see
-    :func:`~rdg_platform.generator.encoded.worker_batches`); the default is to do so from
+    :func:`~rdg_platform.generator.render.worker_batches`); the default is to do so from
     ``_WORKER_MIN_CORES`` cores up. False keeps everything in this process.
     """
     summary = ProduceSummary()

@@ -2,13 +2,15 @@
 
 :func:`rdg_platform.generator.journeys.generate_events` yields one :class:`Event` (a dict) per record,
 merged across members with ``heapq.merge``; encoding those dicts costs a dict build, a merge step and
-an Avro encode per record, ~3x the cost of ``Producer.produce`` itself. This module renders the same
-stream (byte for byte: unit-tested against ``generate_events`` + :class:`EventEncoder`) cheaper:
+an Avro encode per record, several times the cost of ``Producer.produce`` itself. This module
+renders the same stream (byte for byte: unit-tested against ``generate_events`` + :class:`EventEncoder`)
+cheaper:
 
-- Sessions are data (:class:`~rdg_platform.generator.journeys.Session`), and ~85% of all records are
-  their HEARTBEATs, which differ from one another only in event_id, event_time, action and (playback)
-  position_ms. A session's shared fields are Avro-encoded once (:func:`rdg_platform.serde.fields_encoder`)
-  and each event is one ``bytes.join`` of pre-encoded pieces and the changing fields.
+- Sessions are data (:class:`~rdg_platform.generator.journeys.Session`), and most records are their
+  HEARTBEATs, which differ from one another only in event_id, event_time, action and (playback)
+  position_ms. A session's shared fields are Avro-encoded once
+  (:func:`rdg_platform.avro.encoder.fields_encoder`) and each event is one ``bytes.join`` of
+  pre-encoded pieces and the changing fields.
 - The merge is done a window of simulated time at a time: every member with events in the window
   appends them (members in index order, each in time order), then one stable C sort by event time
   gives exactly the ``(event_time, member index, seq)`` order of ``heapq.merge``, because a member's
@@ -18,8 +20,8 @@ stream (byte for byte: unit-tested against ``generate_events`` + :class:`EventEn
   :func:`rdg_platform.generator.producer.produce_batches` a window at a time.
 
 A topic whose schema does not have the session layout this splicing assumes (or whose spliced bytes
-differ from :meth:`AvroSerde.encode` on the first session, checked at run time) is encoded event by
-event through the serde instead: slower, never different.
+differ from :meth:`~rdg_platform.avro.serde.AvroSerde.encode` on the first session, checked at run
+time) is encoded event by event through the serde instead: slower, never different.
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rdg_platform.avro.encoder import MASK14, VARINT_CONT14, VARINT_LAST14, fields_encoder, long_bytes
+from rdg_platform.avro.framing import HEADER, frame_header
+from rdg_platform.avro.serde import AvroSerde
 from rdg_platform.gcpause import gc_paused
 from rdg_platform.generator.journeys import (
     CATALOG_TOPICS,
@@ -44,18 +49,15 @@ from rdg_platform.generator.journeys import (
     MEMBER_TOPICS,
     PLAYBACK,
     Catalog,
+    Event,
     GeneratorConfig,
     Login,
     Segment,
     Session,
-    _make_bad,
     build_catalog,
+    make_bad,
     member_segments,
 )
-from rdg_platform.serde import _C14, _M14, _U14, HEADER, MAGIC, AvroSerde, _long, fields_encoder
-
-if TYPE_CHECKING:
-    from rdg_platform.generator.producer import EventEncoder
 
 # (kafka topic, value, key, timestamp ms, headers, the session/login it came from or None)
 Record = tuple[str, bytes, bytes | None, int, list[tuple[str, bytes]] | None, Segment | None]
@@ -84,7 +86,7 @@ class _Heads(dict[int, bytes]):
         self.header, self.eid = header, eid
 
     def __missing__(self, digits: int) -> bytes:
-        v = self[digits] = self.header + _long(len(self.eid) + digits) + self.eid
+        v = self[digits] = self.header + long_bytes(len(self.eid) + digits) + self.eid
         return v
 
 
@@ -126,7 +128,7 @@ class SessionCodec:
         self.mid: Callable[[Mapping[str, Any]], bytes] = fields_encoder(schema, mid)
         tail_enc = fields_encoder(schema, tail) if tail else None
         self.tail: Callable[[Mapping[str, Any]], bytes] = tail_enc or (lambda _r: b"")
-        self.actions = {s: _long(i) for i, s in enumerate(at["symbols"])}
+        self.actions = {s: long_bytes(i) for i, s in enumerate(at["symbols"])}
         self.verified = False
 
     def heads(self, eid: str) -> _Heads:
@@ -144,8 +146,8 @@ class SessionCodec:
         action = self.actions[_FIRST[seg.topic] if k == 0 else seg.final if ts == seg.stop else "HEARTBEAT"]
         d = _digits(seg.seq0 + k)
         if self.with_position:
-            return _join((heads[len(d)], d, _long(ts), mid, action, _long(seg.pos0 + ts - seg.t0), tail))
-        return _join((heads[len(d)], d, _long(ts), mid, action, tail))
+            return _join((heads[len(d)], d, long_bytes(ts), mid, action, long_bytes(seg.pos0 + ts - seg.t0), tail))
+        return _join((heads[len(d)], d, long_bytes(ts), mid, action, tail))
 
 
 class _Cursor:
@@ -182,13 +184,10 @@ class MemberRenderer:
             self.codecs[topic] = self._codec(topic)
 
     def _codec(self, topic: str) -> SessionCodec | None:
-        from rdg_platform.model.spec import default_spec
-
-        # The schema the serde encodes with (run_generator registers the spec's); if it is not, the
-        # first-session check in _verify notices and falls back to the serde.
-        schema = default_spec().sources[topic].schema
+        # The schema the serde encodes with; the first-session check in _verify still compares the
+        # spliced bytes with the serde's before any is produced.
         try:
-            return SessionCodec(topic, schema, HEADER.pack(MAGIC, self.serde.schema_id(topic)))
+            return SessionCodec(topic, self.serde.writer_schema(topic), frame_header(self.serde.schema_id(topic)))
         except (_Layout, ValueError) as exc:
             warnings.warn(f"{topic}: encoding event by event ({exc})", RuntimeWarning, stacklevel=2)
             return None
@@ -298,7 +297,7 @@ class MemberRenderer:
                     # heartbeats the event id's digit count and the time's top varint chunk do not
                     # change and the position takes exactly two chunks, so everything but the low time
                     # chunks, the digits and the position is one constant piece.
-                    C, U, M = _C14, _U14, _M14
+                    C, U, M = VARINT_CONT14, VARINT_LAST14, MASK14
                     pre = heads[len(d0)]
                     if codec.with_position:
                         mid_beat = U[(2 * a) >> 28] + mid + beat
@@ -314,21 +313,21 @@ class MemberRenderer:
                 elif not (_Z_LO <= 2 * a and 2 * b <= _Z_HI and 0 <= 2 * (a + dpos) and 2 * (b + dpos) <= _ZP_HI):
                     # Times or positions outside the inlined varint ranges below: the general encoder.
                     if codec.with_position:
-                        buf += [(out, _join((heads[len(d)], d, _long(ts), mid, beat, _long(ts + dpos), tail)),
+                        buf += [(out, _join((heads[len(d)], d, long_bytes(ts), mid, beat, long_bytes(ts + dpos), tail)),
                                  key, ts, None, src) for ts, d in zip(hbs, digits, strict=True)]
                     else:
-                        buf += [(out, _join((heads[len(d)], d, _long(ts), mid, beat, tail)), key, ts, None, src)
+                        buf += [(out, _join((heads[len(d)], d, long_bytes(ts), mid, beat, tail)), key, ts, None, src)
                                 for ts, d in zip(hbs, digits, strict=True)]
                 elif codec.with_position:
                     # The hottest loop of `rdg generate`: zigzag varints inlined as 14-bit table
-                    # lookups (z = 2 * value for value >= 0; see serde._long), one join per record.
-                    C, U, M = _C14, _U14, _M14
+                    # lookups (z = 2 * value for value >= 0; see avro.encoder.long_bytes), one join per record.
+                    C, U, M = VARINT_CONT14, VARINT_LAST14, MASK14
                     buf += [(out, _join((heads[len(d)], d, C[z & M], C[z >> 14 & M], U[z >> 28], mid, beat,
                                          U[zp] if zp < 16384 else C[zp & M] + U[zp >> 14], tail)), key, ts, None, src)
                             for ts, z, zp, d in zip(hbs, range(2 * a, 2 * b, 2 * hb),
                                                     range(2 * (a + dpos), 2 * (b + dpos), 2 * hb), digits, strict=True)]
                 else:
-                    C, U, M = _C14, _U14, _M14
+                    C, U, M = VARINT_CONT14, VARINT_LAST14, MASK14
                     buf += [(out, _join((heads[len(d)], d, C[z & M], C[z >> 14 & M], U[z >> 28], mid, beat, tail)),
                              key, ts, None, src) for ts, z, d in zip(hbs, range(2 * a, 2 * b, 2 * hb), digits,
                                                                     strict=True)]
@@ -369,6 +368,43 @@ class MemberRenderer:
             yield buf
 
 
+# Framed with this id, a record points at no schema (ids are allocated upwards from 1).
+UNKNOWN_SCHEMA_ID = 0x7FFFFFF0
+
+
+class EventEncoder:
+    """Turns an :class:`Event` into Kafka value bytes, including the deliberately bad ones."""
+
+    def __init__(self, serde: AvroSerde) -> None:
+        self.serde = serde
+        self._wrong_id: dict[str, int] = {}
+
+    def _other_subject_id(self, topic: str) -> int:
+        """An id that IS registered, but for another subject (a catalog schema)."""
+        sid = self._wrong_id.get(topic)
+        if sid is None:
+            own = self.serde.schema_id(topic)
+            candidates = [self.serde.schema_id(t) for t in (*CATALOG_TOPICS, *MEMBER_TOPICS) if t != topic]
+            sid = next(c for c in candidates if c != own)
+            self._wrong_id[topic] = sid
+        return sid
+
+    def value(self, ev: Event) -> bytes:
+        if ev.bad is None or ev.bad == "missing_field":
+            assert ev.value is not None
+            return self.serde.encode(ev.topic, ev.value)
+        if ev.bad == "garbage":
+            assert ev.raw is not None
+            return ev.raw
+        assert ev.value is not None
+        good = self.serde.encode(ev.topic, ev.value)
+        if ev.bad == "truncated_avro":
+            body_len = len(good) - HEADER.size
+            return good[: HEADER.size + body_len // 2]
+        sid = self._other_subject_id(ev.topic) if ev.bad == "wrong_schema_id" else UNKNOWN_SCHEMA_ID
+        return frame_header(sid) + good[HEADER.size:]
+
+
 def encoded_batches(cfg: GeneratorConfig, serde: AvroSerde, counts: dict[str, int],
                     bad: dict[tuple[str, str], int], topic_map: Mapping[str, str] | None = None) -> Iterator[Batch]:
     """The records of :func:`~rdg_platform.generator.journeys.generate_events` ``(cfg)``, encoded with
@@ -378,8 +414,6 @@ def encoded_batches(cfg: GeneratorConfig, serde: AvroSerde, counts: dict[str, in
     ``bad`` as their batch is yielded. ``topic_map`` sends a logical topic's records to another Kafka
     topic (the records keep the logical topic's schema).
     """
-    from rdg_platform.generator.producer import EventEncoder
-
     tmap = dict(topic_map or {})
     encoder = EventEncoder(serde)
     cat = build_catalog(cfg)
@@ -427,7 +461,7 @@ def _with_bad(buf: Batch, rnd: random.Random, frac: float, encoder: EventEncoder
         if draw() < frac:
             seg = rec[5]
             assert seg is not None
-            ev = _make_bad(seg.event_at(rec[3]), rnd)
+            ev = make_bad(seg.event_at(rec[3]), rnd)
             assert ev.bad is not None
             out.append((rec[0], encoder.value(ev), rec[2], rec[3], ev.headers, None))
             bad[(ev.topic, ev.bad)] += 1

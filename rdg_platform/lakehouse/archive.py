@@ -30,7 +30,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
 from rdg_platform.lakehouse.catalog import ARCHIVE_NAMESPACE
-from rdg_platform.lakehouse.decoding import AvroTopicDecoder, BulkDecoder, Decoder, RecordDecoder
+from rdg_platform.avro.bulk import AvroTopicDecoder, BulkDecoder, Decoder, RecordDecoder
 from rdg_platform.lakehouse.kafka_window import WindowBatch, WindowRead, WindowRecord, read_window
 from rdg_platform.lakehouse.schema import (
     KAFKA_COLUMN_NAMES,
@@ -41,7 +41,7 @@ from rdg_platform.lakehouse.schema import (
 )
 
 if TYPE_CHECKING:
-    from rdg_platform.serde import AvroSerde
+    from rdg_platform.avro import AvroSerde
 
 WriterSchemaLookup = Callable[[int], Mapping[str, Any] | None]
 
@@ -182,7 +182,7 @@ def archive_window(catalog: Catalog, topic: str, avro_schema: Mapping[str, Any],
     project's serde (:class:`AvroTopicDecoder`), and replace the window in the table.
 
     ``writer_schema`` defaults to the serde's own registry lookup (for schema evolution)."""
-    from rdg_platform.serde import DecodeError
+    from rdg_platform.avro import DecodeError
 
     def lookup(schema_id: int) -> Mapping[str, Any] | None:
         try:

@@ -304,7 +304,7 @@ def run_processor(app_name: str) -> None:
     from quixstreams.models import Row
 
     from rdg_platform.config import settings
-    from rdg_platform.serde import AvroSerde, topic_decoder
+    from rdg_platform.avro import AvroSerde, topic_decoder
     from rdg_platform.streaming.apps import GRAPH_TOPIC_PARTITIONS, StreamingConfig, get_app
     from rdg_platform.streaming.catalog import CatalogTable
     from rdg_platform.streaming.runtime import LagTracker, ensure_topics, producer_config

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from rdg_platform.config import Settings
+from rdg_platform.avro import AvroSerde, DecodeError
 from rdg_platform.generator import (
     BAD_HEADER,
     EXPECTED_REASON,
@@ -24,9 +24,10 @@ from rdg_platform.generator import (
     generate_events,
     run_generator,
 )
+from rdg_platform.kafka_client import client_config
 from rdg_platform.model import BadEventError, GraphSpec, map_event
 from rdg_platform.model.mapping import to_epoch_ms
-from rdg_platform.serde import AvroSerde, DecodeError
+from rdg_platform.settings import Settings
 from rdg_platform.topology import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -37,8 +38,8 @@ Rec = tuple[str, bytes | None, bytes, dict[str, bytes], int, int]
 
 def _consume_ranges(cfg: Settings, offsets: dict[tuple[str, int], list[int]], timeout_s: float = 60.0) -> list[Rec]:
     """Every record in the given [first, last] offset ranges as :data:`Rec`."""
-    c = Consumer({"bootstrap.servers": cfg.kafka_bootstrap, "group.id": f"rdg-test-gen-{uuid.uuid4().hex}",
-                  "enable.auto.commit": False, "enable.partition.eof": False})
+    c = Consumer(client_config(cfg.kafka, **{"group.id": f"rdg-test-gen-{uuid.uuid4().hex}",
+                                             "enable.auto.commit": False, "enable.partition.eof": False}))
     c.assign([TopicPartition(t, p, first) for (t, p), (first, _last) in offsets.items()])
     pending = {(t, p): last for (t, p), (_first, last) in offsets.items()}
     out: list[Rec] = []
@@ -64,10 +65,10 @@ def _consume_ranges(cfg: Settings, offsets: dict[tuple[str, int], list[int]], ti
 
 @pytest.fixture(scope="module")
 def run(services: object, cfg: Settings, spec: GraphSpec) -> tuple[GeneratorConfig, ProduceSummary, list[Rec]]:
-    ensure_topics(cfg.kafka_bootstrap, spec)
+    ensure_topics(cfg.kafka.bootstrap_servers, spec, admin_conf=client_config(cfg.kafka))
     gcfg = GeneratorConfig(members=25, seed=20260101, start_ms=int(time.time()) * 1000, duration_s=600.0,
                            bad_fraction=0.05, titles=40, games=8, id_prefix=f"it{uuid.uuid4().hex[:8]}-")
-    summary = run_generator(gcfg, cfg.kafka_bootstrap, cfg.registry_url, track_offsets=True)
+    summary = run_generator(gcfg, cfg, track_offsets=True)
     return gcfg, summary, _consume_ranges(cfg, summary.offsets)
 
 
@@ -78,7 +79,7 @@ def test_consumed_events_decode_and_equal_the_deterministic_stream(
     good = [r for r in mine if BAD_HEADER not in r[3]]
     assert Counter(r[0] for r in good) == summary.counts
     assert summary.counts["member.playback"] > 0 and summary.counts["catalog.titles"] == 40
-    with AvroSerde(cfg.registry_url) as serde:
+    with AvroSerde.from_settings(cfg.registry) as serde:
         decoded = []
         partition_of: dict[tuple[str, bytes], int] = {}
         for topic, key, value, _h, partition, ts in good:
@@ -111,7 +112,7 @@ def test_bad_records_fail_with_the_intended_reason(
     bad = [r for r in recs if r[1] is not None and r[1].decode().startswith(gcfg.id_prefix) and BAD_HEADER in r[3]]
     assert len(bad) == sum(summary.bad.values()) > 0
     seen: Counter[str] = Counter()
-    with AvroSerde(cfg.registry_url) as serde:
+    with AvroSerde.from_settings(cfg.registry) as serde:
         for topic, _key, value, headers, _p, _ts in bad:
             kind = headers[BAD_HEADER].decode()
             seen[kind] += 1

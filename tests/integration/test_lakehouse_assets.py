@@ -86,7 +86,7 @@ def _ensure_topics(cfg: Settings, spec: GraphSpec) -> None:
 @pytest.fixture(scope="module")
 def produced(services: object, cfg: Settings, events: list[SourceEvent]) -> Counter[str]:
     """Produce the events (plus one garbage record) with explicit timestamps; returns counts per topic."""
-    from rdg_platform.serde import AvroSerde
+    from rdg_platform.avro import AvroSerde
 
     spec = isolated_spec("unused", cfg)
     _ensure_topics(cfg, spec)
@@ -156,9 +156,9 @@ def test_bulk_avro_decode_matches_decode_for_topic_and_evolves(services: object,
 
     from rdg_platform.lakehouse.archive import archive_records
     from rdg_platform.lakehouse.catalog import CatalogConfig
-    from rdg_platform.lakehouse.decoding import AvroTopicDecoder
+    from rdg_platform.avro.bulk import AvroTopicDecoder
     from rdg_platform.lakehouse.kafka_window import WindowRecord
-    from rdg_platform.serde import AvroSerde, DecodeError
+    from rdg_platform.avro import AvroSerde, DecodeError
 
     spec = isolated_spec("unused", cfg)
     topic = f"lk-bulk-{uuid.uuid4().hex[:8]}"

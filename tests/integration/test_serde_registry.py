@@ -1,12 +1,12 @@
-"""The serde against the real Confluent-compatible registry (Apicurio ccompat v7)."""
+"""The Avro serde against the real Confluent-compatible registry (Apicurio ccompat v7), through settings."""
 
 from __future__ import annotations
 
 import pytest
 
-from rdg_platform.config import Settings
+from rdg_platform.avro import HEADER, AvroSerde, DecodeError, RegistryError
 from rdg_platform.model import GraphSpec
-from rdg_platform.serde import HEADER, AvroSerde, DecodeError
+from rdg_platform.settings import RegistrySettings, Settings
 
 pytestmark = pytest.mark.integration
 
@@ -15,7 +15,7 @@ LOGIN = {"event_id": "serde-it-1", "event_time": 1_767_225_600_123, "account_id"
 
 
 def test_register_is_idempotent_and_roundtrips(services: object, cfg: Settings, spec: GraphSpec) -> None:
-    with AvroSerde(cfg.registry_url) as a, AvroSerde(cfg.registry_url, timestamps="millis") as b:
+    with AvroSerde.from_settings(cfg.registry) as a, AvroSerde.from_settings(cfg.registry, timestamps="millis") as b:
         ids = a.register_all(spec)
         assert ids == b.register_all(spec)  # same text -> same id, no new version
         assert len(set(ids.values())) == len(ids)
@@ -31,7 +31,7 @@ def test_register_is_idempotent_and_roundtrips(services: object, cfg: Settings, 
 
 
 def test_decode_reasons(services: object, cfg: Settings, spec: GraphSpec) -> None:
-    with AvroSerde(cfg.registry_url) as s:
+    with AvroSerde.from_settings(cfg.registry) as s:
         ids = s.register_all(spec)
         data = s.encode("member.login", LOGIN)
         cases = {
@@ -50,3 +50,16 @@ def test_decode_reasons(services: object, cfg: Settings, spec: GraphSpec) -> Non
         with pytest.raises(DecodeError) as exc:
             s.decode_for_topic("member.login", other)
         assert exc.value.reason == "schema_mismatch"
+
+
+def test_an_unreachable_registry_is_a_registry_error_not_a_decode_error(cfg: Settings) -> None:
+    """A registry outage must stop a consumer (RegistryError), never send good records to a DLQ."""
+    from rdg_platform.local_services.base import free_ports
+
+    (port,) = free_ports(1)
+    gone = RegistrySettings(url=f"http://127.0.0.1:{port}/apis/ccompat/v7")
+    with AvroSerde.from_settings(gone, timeout_s=2.0) as s:
+        with pytest.raises(RegistryError):
+            s.decode(HEADER.pack(0, 1) + b"\x00")
+        with pytest.raises(RegistryError):
+            s.register("member.login", cfg.load_spec().sources["member.login"].schema)

@@ -53,7 +53,7 @@ def store(pipe: LocalPipeline) -> Iterator[GraphStore]:
 
 @pytest.fixture(scope="module")
 def serde(cfg: Settings) -> object:
-    from rdg_platform.serde import AvroSerde
+    from rdg_platform.avro import AvroSerde
 
     return AvroSerde(cfg.registry_url)
 

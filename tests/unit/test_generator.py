@@ -13,6 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rdg_platform.avro import HEADER, AvroSerde
+from rdg_platform.avro.encoder import compile_encoder, fields_encoder
 from rdg_platform.generator import (
     BAD_KINDS,
     EXPECTED_REASON,
@@ -23,10 +25,9 @@ from rdg_platform.generator import (
     generate_events,
     make_member,
 )
-from rdg_platform.generator.encoded import encoded_batches, worker_batches
 from rdg_platform.generator.journeys import MEMBER_TOPICS, REQUIRED_STRINGS
+from rdg_platform.generator.render import encoded_batches, worker_batches
 from rdg_platform.model import BadEventError, default_spec, map_event
-from rdg_platform.serde import HEADER, AvroSerde, _compile_encoder, fields_encoder
 
 BASE = 1_767_225_600_000
 
@@ -241,7 +242,7 @@ def _serde() -> AvroSerde:
     spec = default_spec()
     serde = AvroSerde("http://127.0.0.1:1/never-called", schemas={t: s.schema for t, s in spec.sources.items()})
     for i, (t, s) in enumerate(spec.sources.items()):
-        serde._install_writer(t, s.schema, 101 + i)  # as register_all would, without a registry
+        serde.install_writer(t, s.schema, 101 + i)  # as register_all would, without a registry
     return serde
 
 
@@ -324,7 +325,7 @@ def test_fields_encoder_is_part_of_the_record_body() -> None:
            "device_type": "TV", "title_id": "t", "episode_id": None, "action": "HEARTBEAT", "position_ms": 5000,
            "is_live": True}
     names = [f["name"] for f in schema["fields"]]
-    body = _compile_encoder(schema, b"")(rec)
+    body = compile_encoder(schema, b"")(rec)
     parts = b"".join(fields_encoder(schema, [n])(rec) for n in names)
     assert parts == body
     assert fields_encoder(schema, names[2:8])(rec) + fields_encoder(schema, names[8:])(rec) == body[len(
@@ -339,14 +340,14 @@ def test_choice_draws_exactly_like_random_choices(weights: list[float], seed: in
     a seed's stream would change."""
     from itertools import accumulate
 
-    from rdg_platform.generator.journeys import _choice
+    from rdg_platform.generator.journeys import weighted_choice
 
     pop = list(range(len(weights)))
     cum = list(accumulate(weights))
     a, b = random.Random(seed), random.Random(seed)
     for _ in range(20):
-        assert _choice(pop, cum, a) == b.choices(pop, cum_weights=cum)[0]
-        assert _choice(pop, cum, a) == b.choices(pop, weights)[0]
+        assert weighted_choice(pop, cum, a) == b.choices(pop, cum_weights=cum)[0]
+        assert weighted_choice(pop, cum, a) == b.choices(pop, weights)[0]
     assert a.random() == b.random()
 
 

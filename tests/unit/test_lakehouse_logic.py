@@ -231,7 +231,7 @@ def _fastavro_or_none(schema: dict[str, Any], body: bytes) -> dict[str, Any] | N
 def _columnar(schema: dict[str, Any], bodies: list[bytes]) -> tuple[list[dict[str, Any]], list[bool]]:
     import pyarrow as pa
 
-    from rdg_platform.lakehouse.avro_columns import concat_bodies, decode_columns
+    from rdg_platform.avro.columnar import concat_bodies, decode_columns
 
     buf, starts, ends = concat_bodies(bodies)
     batch = decode_columns(schema, buf, starts, ends)
@@ -297,7 +297,7 @@ def test_columnar_decode_flags_every_record_it_cannot_decode_exactly() -> None:
 
 
 def test_columnar_decode_rejects_uncovered_schemas() -> None:
-    from rdg_platform.lakehouse.avro_columns import UnsupportedSchemaError, check_supported
+    from rdg_platform.avro.columnar import UnsupportedSchemaError, check_supported
 
     for t in ({"type": "map", "values": "string"}, ["null", "string", "long"],
               {"type": "record", "name": "N", "fields": []}, {"type": "int", "logicalType": "date"}):

@@ -1,4 +1,4 @@
-"""Unit tests of the serde's compiled encoder (byte-identical to fastavro) and framing checks."""
+"""Unit tests of the Avro package's compiled encoder (byte-identical to fastavro) and framing checks."""
 
 from __future__ import annotations
 
@@ -10,17 +10,11 @@ from typing import Any
 import fastavro
 import pytest
 
+from rdg_platform.avro import HEADER, AvroSerde, DecodeError, EncodeError
+from rdg_platform.avro.encoder import compile_encoder, long_bytes, zigzag_varint
+from rdg_platform.avro.serde import strip_timestamp_logical
 from rdg_platform.generator import GeneratorConfig, generate_events
 from rdg_platform.model import default_spec
-from rdg_platform.serde import (
-    HEADER,
-    AvroSerde,
-    DecodeError,
-    _compile_encoder,
-    _long,
-    _strip_timestamp_logical,
-    _zigzag_varint,
-)
 
 
 def _fastavro(schema: dict[str, Any], rec: dict[str, Any]) -> bytes:
@@ -35,14 +29,14 @@ def test_long_matches_reference_varint() -> None:
             (1 << 41) - 1, 1 << 41, 1 << 62, -(1 << 63), (1 << 63) - 1, 1_795_429_625_000]
     vals += [rnd.randint(-(1 << 63), (1 << 63) - 1) >> rnd.randint(0, 63) for _ in range(20000)]
     for v in vals:
-        assert _long(v) == _zigzag_varint(v), v
+        assert long_bytes(v) == zigzag_varint(v), v
 
 
 def test_compiled_encoder_is_byte_identical_to_fastavro() -> None:
     spec = default_spec()
     cfg = GeneratorConfig(members=30, seed=9, duration_s=600, start_ms=1_767_225_600_000)
     n = 0
-    encoders = {t: _compile_encoder(s.schema, b"") for t, s in spec.sources.items()}
+    encoders = {t: compile_encoder(s.schema, b"") for t, s in spec.sources.items()}
     for ev in generate_events(cfg):
         assert ev.value is not None
         assert encoders[ev.topic](ev.value) == _fastavro(dict(spec.sources[ev.topic].schema), ev.value)
@@ -52,7 +46,7 @@ def test_compiled_encoder_is_byte_identical_to_fastavro() -> None:
 
 def test_compiled_encoder_edge_values() -> None:
     schema = dict(default_spec().sources["catalog.titles"].schema)
-    enc = _compile_encoder(schema, b"")
+    enc = compile_encoder(schema, b"")
     recs: list[dict[str, Any]] = [
         {"title_id": "ü-🎬", "name": "", "kind": "LIVE_EVENT", "runtime_min": None, "genres": [], "maturity": None,
          "updated_at": 0},
@@ -69,15 +63,13 @@ def test_encode_falls_back_to_fastavro_and_reports_errors() -> None:
     serde = AvroSerde("http://127.0.0.1:1/never-called", schemas={t: s.schema for t, s in spec.sources.items()})
     # Pretend registration happened (no registry in unit tests).
     for t, s in spec.sources.items():
-        serde._install_writer(t, s.schema, 7)
+        serde.install_writer(t, s.schema, 7)
     rec = {"event_id": "e", "event_time": datetime(2026, 1, 1, tzinfo=UTC), "account_id": "a",
            "device_id": "d", "device_type": "TV"}
     data = serde.encode("member.login", rec)  # datetime: the compiled path declines, fastavro encodes
     assert data[:HEADER.size] == HEADER.pack(0, 7)
     same = serde.encode("member.login", {**rec, "event_time": 1_767_225_600_000})
     assert data == same
-    from rdg_platform.serde import EncodeError
-
     with pytest.raises(EncodeError):
         serde.encode("member.login", {**rec, "device_type": "TOASTER"})
     with pytest.raises(EncodeError):
@@ -92,8 +84,8 @@ def test_framing_errors_need_no_registry(data: bytes) -> None:
     assert exc.value.reason == "not_confluent_framing"
 
 
-def test_strip_timestamp_logical() -> None:
+def teststrip_timestamp_logical() -> None:
     schema = dict(default_spec().sources["member.login"].schema)
-    stripped = _strip_timestamp_logical(schema)
+    stripped = strip_timestamp_logical(schema)
     et = next(f for f in stripped["fields"] if f["name"] == "event_time")
     assert et["type"] == {"type": "long"}
