@@ -12,6 +12,7 @@ from rdg_platform.cli.apps import apps_app
 from rdg_platform.cli.config import config_app
 from rdg_platform.cli.dagster_ui import ui
 from rdg_platform.cli.demo import demo
+from rdg_platform.cli.env import env
 from rdg_platform.cli.generate import generate
 from rdg_platform.cli.k8s import k8s_app
 from rdg_platform.cli.query import query_app
@@ -25,6 +26,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(config_app, name="config")
+app.command("env", help="Print one role's settings (credentials included) as export lines for eval.")(env)
 app.add_typer(services_app, name="services")
 app.add_typer(k8s_app, name="k8s")
 app.add_typer(topics_app, name="topics")

@@ -128,3 +128,25 @@ def test_readme_settings_table_matches_the_model() -> None:
     assert documented == set(setting_names()) | {"RDG_CONFIG"}, (
         f"missing from README: {sorted(set(setting_names()) - documented)}; "
         f"not settings: {sorted(documented - set(setting_names()) - {'RDG_CONFIG'})}")
+
+
+def test_env_role_exports_that_roles_credentials(tmp_path: Path) -> None:
+    import json
+    import shlex
+
+    from rdg_platform.cli import app
+
+    state = tmp_path / "state"
+    result = CliRunner().invoke(app, ["env", "--role", "reader"], env={"RDG_STATE_DIR": str(state)})
+    assert result.exit_code == 0, result.output
+    exports = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in result.output.splitlines())
+    stored = json.loads((state / "secrets" / "credentials.json").read_text())
+    assert exports["RDG_CASSANDRA_USERNAME"] == "rdg_reader"
+    assert exports["RDG_CASSANDRA_PASSWORD"] == stored["passwords"]["reader"]
+    assert exports["RDG_API_TOKEN"] == stored["api_tokens"]["reader"]
+    assert exports["RDG_CASSANDRA_CONTACT_POINTS"] == "127.0.0.1"
+    assert oct((state / "secrets" / "credentials.json").stat().st_mode & 0o777) == "0o600"
+    again = load_settings({k: v for k, v in exports.items()})
+    assert again.kafka.sasl_username == "rdg_reader"
+    bad = CliRunner().invoke(app, ["env", "--role", "root"], env={"RDG_STATE_DIR": str(state)})
+    assert bad.exit_code == 2 and "upstream, app, reader, admin" in bad.output
