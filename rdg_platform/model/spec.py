@@ -27,6 +27,11 @@ _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _CQL_IDENT = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
 
+# Cassandra 5.0's compaction strategies: the only values a spec may name (they reach DDL).
+COMPACTION_CLASSES = frozenset({"SizeTieredCompactionStrategy", "LeveledCompactionStrategy",
+                                "TimeWindowCompactionStrategy", "UnifiedCompactionStrategy"})
+
+
 class SpecError(ValueError):
     """The model spec is invalid; the message names the offending element."""
 
@@ -419,6 +424,9 @@ def _build_namespaces(overrides: Mapping[str, Any], nodes: Mapping[str, NodeType
                 raise SpecError(f"namespace {ns_name!r}: ttl_s must be >= 0")
             compaction = ov.get("compaction") or (
                 "TimeWindowCompactionStrategy" if kind == "edge" and ttl > 0 else "SizeTieredCompactionStrategy")
+            if compaction not in COMPACTION_CLASSES:
+                raise SpecError(f"namespace {ns_name!r}: compaction {compaction!r} is not one of "
+                                f"{sorted(COMPACTION_CLASSES)} (it reaches DDL, so only these are allowed)")
             reverse = f"{table}_in" if kind == "edge" else None
             claim(ns_name, cluster, keyspace, table)
             if reverse:
