@@ -11,7 +11,9 @@ Measured in one run against the local Cassandra (RDG_CASSANDRA_PORT):
    single-partition driver reads of the same adjacency lists. Targets: 1-hop p99 <= 2x raw p99 and
    <= 10 ms; 3-hop p99 <= 50 ms.
 
-Prints a markdown table and writes a JSON of the results to ``--out``.
+Prints a markdown table and writes a JSON of the results to ``--out``. Settings (the Cassandra to use)
+come from the environment like every entry point's (``RDG_CASSANDRA_*``). Run it from the project root
+(it imports the test helpers of ``tests/support``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import subprocess
 import sys
@@ -33,12 +34,14 @@ import numpy as np
 import psutil
 from cassandra.concurrent import execute_concurrent_with_args
 
-from rdg_platform.config import settings
-from rdg_platform.kv import GraphStore
-from rdg_platform.kv.store import KVStore
-from rdg_platform.kv.testing import isolated_spec
-from rdg_platform.model import GraphRecord
-from rdg_platform.serving.testing import free_port
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root: tests.support
+
+from rdg_platform.kv import GraphStore, ensure_schema  # noqa: E402
+from rdg_platform.kv.store import KVStore  # noqa: E402
+from rdg_platform.model import GraphRecord  # noqa: E402
+from rdg_platform.settings import Settings, load_settings  # noqa: E402
+from tests.support.kv import isolated_spec  # noqa: E402
+from tests.support.serving import free_port  # noqa: E402
 
 EDGE_READ = "SELECT item_key, updated_at, props FROM {t} WHERE record_id = ? LIMIT ?"
 
@@ -228,7 +231,7 @@ def raw_reads(store: GraphStore, ids: list[str], limit: int, n: int, concurrency
     return lat, time.perf_counter() - t0
 
 
-def cassandra_process(cfg: Any) -> psutil.Process | None:
+def cassandra_process(cfg: Settings) -> psutil.Process | None:
     """The local Cassandra started by ``rdg services up`` (None when the bench runs against another)."""
     from rdg_platform.local_services.manager import ServiceManager
 
@@ -244,8 +247,9 @@ def cpu_s(proc: psutil.Process | None) -> float:
     return float(t.user + t.system)
 
 
-def start_server(keyspace: str, port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, RDG_KEYSPACE=keyspace)
+def start_server(cfg: Settings, keyspace: str, port: int) -> subprocess.Popen[bytes]:
+    """The query service as ``rdg serve`` runs it (its app factory reads the settings we pass down)."""
+    env = cfg.child_env() | {"RDG_CASSANDRA_KEYSPACE": keyspace}
     cmd = [sys.executable, "-m", "uvicorn", "rdg_platform.serving.app:create_app", "--factory",
            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
            "--loop", "uvloop", "--http", "httptools"]
@@ -285,13 +289,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/bench_kv_serving.json"), help="JSON results path")
     args = ap.parse_args(argv)
 
-    cfg = settings()
+    cfg = load_settings()
     now = int(time.time() * 1000)
     spec = isolated_spec(args.keyspace, cfg)
     raw_spec = isolated_spec(args.keyspace + "_raw", cfg)
     # A generous client timeout: on a shared 2-core machine a loaded node can stall for seconds.
-    store = GraphStore.from_spec(spec, concurrency=args.write_concurrency, request_timeout_s=60.0)
-    raw_store = GraphStore.from_spec(raw_spec, concurrency=args.write_concurrency, request_timeout_s=60.0)
+    store = GraphStore.from_spec(spec, cfg.cassandra, concurrency=args.write_concurrency, request_timeout_s=60.0)
+    raw_store = GraphStore.from_spec(raw_spec, cfg.cassandra, concurrency=args.write_concurrency,
+                                     request_timeout_s=60.0)
     if args.reuse:
         raw_store.close()
         load: dict[str, Any] = {"reused": True, "ratio": float("nan"), "raw_edges_per_s": float("nan"),
@@ -301,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         for s in (store, raw_store):
             s.kv.drop_keyspaces()
-            s.ensure_schema()
+            ensure_schema(s.kv, s.spec)
         log(f"generating {args.edges:,} edges")
         records = make_edges(args.edges, args.edges_per_account, now)
         load = bulk_load(store, raw_store, records, args.write_concurrency, args.chunk)
@@ -314,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         starts = build_journeys(store, args.journeys, 5, args.titles_per_profile, args.title_pool, now)
 
     port = free_port()
-    server = start_server(args.keyspace, port)
+    server = start_server(cfg, args.keyspace, port)
     results: dict[str, Any] = {"load": load, "config": vars(args) | {"out": str(args.out)}}
     try:
         rnd = random.Random(3)

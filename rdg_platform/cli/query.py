@@ -8,11 +8,19 @@ from typing import Annotated, Any
 import typer
 
 from rdg_platform.serving.client import GraphAPIError, GraphClient
+from rdg_platform.settings import load_settings
 
 query_app = typer.Typer(help="Query the graph through the HTTP query service (see `rdg serve`).",
                         no_args_is_help=True)
 
-UrlOpt = Annotated[str | None, typer.Option("--url", help="Service base URL (default: RDG_HOST/RDG_API_PORT)")]
+UrlOpt = Annotated[str | None, typer.Option("--url", help="Service base URL (default: RDG_API_URL)")]
+
+
+def _client(url: str | None) -> GraphClient:
+    """A client for ``url`` (default: the settings' API URL) with the settings' bearer token."""
+    api = load_settings().api
+    token = api.token.get_secret_value() if api.token is not None else None
+    return GraphClient(url or api.base_url, token)
 
 
 def _print(obj: Any) -> None:
@@ -30,7 +38,7 @@ def node(node_type: Annotated[str, typer.Argument(help="Node type, e.g. account"
          url: UrlOpt = None) -> None:
     """Print one node as JSON (exit 3 when it does not exist)."""
     try:
-        with GraphClient(url) as c:
+        with _client(url) as c:
             n = c.node(node_type, node_id)
     except Exception as exc:
         raise _fail(exc) from None
@@ -52,7 +60,7 @@ def edges(edge_type: Annotated[str, typer.Argument(help="Edge type, e.g. logged_
           url: UrlOpt = None) -> None:
     """List a node's edges of one type as JSON."""
     try:
-        with GraphClient(url) as c:
+        with _client(url) as c:
             if all_pages:
                 _print({"edges": list(c.iter_edges(edge_type, node_id, direction, limit, since, order)),
                         "next_page_token": None})
@@ -93,7 +101,7 @@ def traverse(start_type: Annotated[str, typer.Argument(help="Start node type")],
     """Run a multi-hop traversal and print the levels as JSON."""
     hops = [parse_hop(h) for h in hop]
     try:
-        with GraphClient(url) as c:
+        with _client(url) as c:
             _print(c.traverse(start_type, start_id, hops, include_nodes))
     except Exception as exc:
         raise _fail(exc) from None

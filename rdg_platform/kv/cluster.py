@@ -5,6 +5,9 @@ must never assume "the" cluster. Namespaces name a cluster from ``spec.clusters`
 each distinct cluster into exactly one ``cassandra.cluster.Cluster``/``Session`` (driver sessions are
 expensive, thread-safe and multiplex many in-flight requests, so one per cluster is the right number).
 
+Credentials and TLS are explicit arguments (:class:`ClusterConfig`): the entry points take them from
+the settings (``RDG_CASSANDRA_USERNAME``/``_PASSWORD``/``_SSL_CA``); this module reads no environment.
+
 Routing: ``TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc))`` sends each single-partition request
 straight to a replica of its partition in the local DC, saving a coordinator hop. Rows come back as
 plain tuples (``tuple_factory``): the hot read path indexes columns positionally and skips the
@@ -15,15 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cassandra import ConsistencyLevel
+from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
 from cassandra.query import tuple_factory
+
+if TYPE_CHECKING:
+    from rdg_platform.settings import CassandraSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +43,25 @@ except Exception:  # pragma: no cover - depends on how the driver wheel was buil
 
 
 @dataclass(frozen=True)
+class Credentials:
+    """Who the driver logs in as and which CA it trusts (all optional: no auth, no TLS)."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ssl_ca: Path | None = None
+
+    @classmethod
+    def of(cls, cassandra: CassandraSettings | None) -> Credentials:
+        """The credentials named by the Cassandra settings (none when ``cassandra`` is None)."""
+        if cassandra is None:
+            return cls()
+        pw = cassandra.password.get_secret_value() if cassandra.password is not None else None
+        return cls(cassandra.username, pw, cassandra.ssl_ca)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
-    """How to reach one Cassandra cluster (built from ``spec.clusters[...]``)."""
+    """How to reach one Cassandra cluster (built from ``spec.clusters[...]`` plus credentials)."""
 
     name: str
     contact_points: tuple[str, ...]
@@ -44,6 +70,16 @@ class ClusterConfig:
     request_timeout_s: float = 10.0
     connect_timeout_s: float = 5.0
     protocol_version: int | None = None  # None: negotiate the highest both sides support
+    credentials: Credentials = Credentials()
+
+
+def _ssl_context(ca: Path) -> ssl.SSLContext:
+    """Client TLS that verifies the server against ``ca`` (a PEM file)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
+    # Contact points are usually IPs, which the node certificates do not name; trust is the CA's.
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
 
 
 def _make_cluster(cfg: ClusterConfig) -> Cluster:
@@ -66,6 +102,11 @@ def _make_cluster(cfg: ClusterConfig) -> Cluster:
         # the query service must be back within seconds, so cap it at 5 s.
         "reconnection_policy": ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
     }
+    creds = cfg.credentials
+    if creds.username is not None:
+        kwargs["auth_provider"] = PlainTextAuthProvider(username=creds.username, password=creds.password or "")
+    if creds.ssl_ca is not None:
+        kwargs["ssl_context"] = _ssl_context(creds.ssl_ca)
     if cfg.protocol_version is not None:
         kwargs["protocol_version"] = cfg.protocol_version
     if _ConnectionClass is not None:
@@ -113,10 +154,6 @@ class SessionRegistry:
                 c.shutdown()
             self._clusters.clear()
             self._sessions.clear()
-
-
-def _paging_state(rf: ResponseFuture) -> bytes | None:
-    return getattr(rf, "_paging_state", None)
 
 
 def await_response(rf: ResponseFuture) -> asyncio.Future[list[Any]]:

@@ -1,4 +1,4 @@
-"""Encoding of property maps and opaque page tokens.
+"""Encoding of property maps.
 
 Properties live in a ``map<text, text>`` column with one JSON-encoded value per property: Cassandra then
 resolves last-write-wins *per property* by write timestamp (= event time), so a partial update from
@@ -9,8 +9,6 @@ ints and lists as lists when read back.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -21,10 +19,6 @@ try:  # orjson is ~5x faster on the hot read path; the stdlib is the fallback.
     import orjson as _orjson
 except Exception:  # pragma: no cover
     _orjson = None  # type: ignore[assignment]
-
-
-class BadPageTokenError(ValueError):
-    """A page token that this service did not issue (or that was issued for another query)."""
 
 
 _loads = _orjson.loads if _orjson is not None else json.loads
@@ -59,21 +53,3 @@ def decode_props(raw: Mapping[str, str] | None) -> dict[str, Any]:
         except ValueError:  # written by a foreign tool as plain text: hand it back verbatim
             out[k] = v
     return out
-
-
-def encode_token(payload: Mapping[str, Any]) -> str:
-    raw = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_token(token: str, expect_kind: str) -> dict[str, Any]:
-    """Decode a token produced by :func:`encode_token`; ``expect_kind`` guards against token reuse
-    across different orders/APIs. Raises :class:`BadPageTokenError` with a readable reason."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        payload = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise BadPageTokenError("page_token is not a token issued by this service") from None
-    if not isinstance(payload, dict) or payload.get("o") != expect_kind:
-        raise BadPageTokenError(f"page_token was not issued for order={expect_kind}")
-    return payload

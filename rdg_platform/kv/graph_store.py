@@ -1,5 +1,10 @@
 """GraphStore: the property graph on the KV layer (nodes, adjacency lists, reverse adjacency lists).
 
+Storage only: it answers with typed :class:`Node` / :class:`Edge` values and adjacency rows, and
+pages with typed :class:`EdgeCursor` values; the HTTP shapes (JSON objects, opaque page tokens,
+request validation) belong to :mod:`rdg_platform.serving`. Tables are created by
+:func:`rdg_platform.kv.schema.ensure_schema`, never as a side effect of a read or write.
+
 Layout (see :mod:`rdg_platform.kv.store`): a node is record ``id`` with the one item ``NODE_ITEM``;
 an edge ``src -> dst`` is item ``dst`` of record ``src`` in the edge's table AND item ``src`` of record
 ``dst`` in its ``<table>_in`` reverse table, both written with the same event-time timestamp, so
@@ -24,8 +29,7 @@ rare long reads. order=ANY reads in key order and stops as soon as ``limit`` edg
 Many partitions at once (a traversal level, a batch node get): one multi-partition ``IN`` per group
 of keys that share a replica set, with ``PER PARTITION LIMIT``, instead of one request per key. In a
 Python client the per-request cost (driver encode/decode, IO-thread hand-off, event-loop wake-up)
-dominates small reads: a 300-node frontier was ~3.5x slower as 300 single-partition requests than as
-six 50-key ``IN`` requests on the same data. Grouping by replica set keeps the usual objection to
+dominates small reads, so a frontier goes out as a few multi-key requests, not one per node. Grouping by replica set keeps the usual objection to
 ``IN`` (one coordinator fanning out to many replicas) away: every key of a request lives on the
 replicas the request is routed to (its routing key is set to one of its keys), so the coordinator
 reads locally, and a node failure fails over like any token-aware request. A partition whose list
@@ -33,8 +37,8 @@ did not fit the per-partition limit is re-read on its own with the exact single-
 
 Blue/green namespace versions: the physical tables come from the pointer table
 (:mod:`rdg_platform.kv.versions`), read on first use and re-checked when older than
-``version_refresh_s`` (default 5 s, ``RDG_NAMESPACE_REFRESH_S``; the re-check runs in a background
-thread so no request waits on it). A switch replaces the whole type -> table map in one attribute
+``version_refresh_s`` (the entry points pass ``RDG_CASSANDRA_NAMESPACE_REFRESH_S``; the re-check runs
+in a background thread so no request waits on it). A switch replaces the whole type -> table map in one attribute
 assignment, so every read and write uses either the old or the new version, never a mix, and the
 query service and sinks follow a Spark rebuild's switch-over with no restart and no downtime.
 """
@@ -44,22 +48,24 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cassandra.query import UNSET_VALUE, BoundStatement, PreparedStatement
 
-from rdg_platform.config import Settings
 from rdg_platform.kv.cluster import await_response
-from rdg_platform.kv.codec import decode_props, decode_token, encode_props, encode_token
+from rdg_platform.kv.codec import decode_props, encode_props
+from rdg_platform.kv.schema import ensure_schema
 from rdg_platform.kv.store import MAX_PAGE, NODE_ITEM, KVStore, Table
-from rdg_platform.kv.versions import base_table, ensure_meta_table, read_pointers, resolve
+from rdg_platform.kv.versions import base_table, read_pointers, resolve
 from rdg_platform.model.mapping import GraphRecord
 from rdg_platform.model.spec import GraphSpec, Namespace
+
+if TYPE_CHECKING:
+    from rdg_platform.settings import CassandraSettings
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +81,19 @@ MULTI_KEYS = 64  # partition keys per multi-partition IN request
 MULTI_ROWS = 20_000  # and at most about this many rows per response (keys x per-partition limit)
 _KEY_PAGE = MAX_PAGE
 DEFAULT_VERSION_REFRESH_S = 5.0
+# Rows of one adjacency list: (the other end's id, updated_at, properties: raw map or decoded dict).
+AdjacencyRow = tuple[str, int, Any]
 
 
 def _raw_props(raw: Any) -> Any:
     return raw
+
+
+class _FromSettings:
+    """Marker: take ``version_refresh_s`` from the Cassandra settings (or the default without them)."""
+
+
+FROM_SETTINGS = _FromSettings()
 
 
 class UnknownTypeError(KeyError):
@@ -89,9 +104,47 @@ class UnknownTypeError(KeyError):
 
 
 @dataclass(frozen=True, slots=True)
+class Node:
+    """A node as stored: its properties (decoded) and the event time of its latest update (ms)."""
+
+    type: str
+    id: str
+    properties: dict[str, Any]
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """An edge as stored, whichever side (forward or reverse table) it was read from."""
+
+    type: str
+    src: str
+    dst: str
+    properties: Any  # the decoded dict, or the raw stored map when read with decode=False
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeCursor:
+    """Where the next page of an adjacency list starts: after item ``key`` (order=any), or after
+    (``updated_at``, ``key``) in newest-first order (order=latest)."""
+
+    key: str
+    updated_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EdgePage:
-    edges: list[dict[str, Any]]
-    next_page_token: str | None
+    edges: list[Edge]
+    next_cursor: EdgeCursor | None
+
+
+@dataclass(frozen=True, slots=True)
+class RowPage:
+    """:class:`EdgePage` before the edges are built: adjacency rows of one node."""
+
+    rows: list[AdjacencyRow]
+    next_cursor: EdgeCursor | None
 
 
 @dataclass(frozen=True)
@@ -103,22 +156,15 @@ class _TableMap:
     edges: dict[str, tuple[Table, Table]]
 
 
-def default_version_refresh_s() -> float | None:
-    """``RDG_NAMESPACE_REFRESH_S`` (seconds; ``off`` or a negative number disables pointer reads)."""
-    raw = os.environ.get("RDG_NAMESPACE_REFRESH_S", "").strip().lower()
-    if not raw:
-        return DEFAULT_VERSION_REFRESH_S
-    if raw in ("off", "none", "disabled"):
-        return None
-    val = float(raw)
-    return None if val < 0 else val
-
-
-def normalize_order(order: str) -> Order:
-    o = order.lower()
-    if o not in ("latest", "any"):
+def _check_order(order: str) -> Order:
+    if order not in ("latest", "any"):
         raise ValueError(f"order must be latest or any, not {order!r}")
-    return o  # type: ignore[return-value]
+    return order  # type: ignore[return-value]
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_EDGE_LIMIT:
+        raise ValueError(f"limit must be in 1..{MAX_EDGE_LIMIT}")
 
 
 class GraphStore:
@@ -147,20 +193,31 @@ class GraphStore:
         self._next_check = 0.0
 
     @classmethod
-    def from_spec(cls, spec: GraphSpec, settings: Settings | None = None, concurrency: int = 128,
-                  version_refresh_s: float | None | Literal["env"] = "env", **cluster_overrides: Any) -> GraphStore:
-        """Connections are opened lazily (first query), so building a store never blocks or fails."""
-        del settings  # contact points/keyspaces already come from the spec (which read the settings)
-        refresh = default_version_refresh_s() if version_refresh_s == "env" else version_refresh_s
-        return cls(spec, KVStore.from_spec(spec, concurrency, **cluster_overrides), refresh)
+    def from_spec(cls, spec: GraphSpec, cassandra: CassandraSettings | None = None, *, concurrency: int = 128,
+                  version_refresh_s: float | None | _FromSettings = FROM_SETTINGS,
+                  **cluster_overrides: Any) -> GraphStore:
+        """A store on the spec's clusters (contact points, port and data centre are in the spec),
+        logging in with ``cassandra``'s credentials and CA; ``version_refresh_s`` defaults to its
+        ``namespace_refresh_s``. Connections open lazily (first query), so this never blocks or fails."""
+        if isinstance(version_refresh_s, _FromSettings):
+            refresh = DEFAULT_VERSION_REFRESH_S if cassandra is None else cassandra.namespace_refresh_s
+        else:
+            refresh = version_refresh_s
+        if refresh is not None and refresh < 0:
+            raise ValueError(f"version_refresh_s must be >= 0 or None, not {refresh}")
+        return cls(spec, KVStore.from_spec(spec, cassandra, concurrency, **cluster_overrides), refresh)
 
     def ensure_schema(self) -> None:
-        """Create the base tables and the pointer table of every keyspace, then resolve versions."""
-        self.kv.ensure_schema()
-        for cluster, keyspace in sorted({(ns.cluster, ns.keyspace) for ns in self.spec.namespaces.values()}):
-            ensure_meta_table(self.kv.registry.session(cluster), keyspace)
+        """:func:`rdg_platform.kv.schema.ensure_schema` for this store's spec, then resolve versions
+        (for provisioning entry points and tests that build a store anyway)."""
+        ensure_schema(self.kv, self.spec)
         if self.version_refresh_s is not None:
             self.refresh_versions()
+
+    def ping(self) -> dict[str, str]:
+        """One cheap read per cluster (``system.local``): proves Cassandra answers; raises the
+        driver's error when it does not. Cluster -> Cassandra release version."""
+        return self.kv.ping()
 
     def close(self) -> None:
         self.kv.close()
@@ -185,7 +242,7 @@ class GraphStore:
         """
         pointers = {}
         for cluster, keyspace in {(ns.cluster, ns.keyspace) for ns in self.spec.namespaces.values()}:
-            pointers[(cluster, keyspace)] = read_pointers(self.kv.registry.session(cluster), keyspace)
+            pointers[(cluster, keyspace)] = read_pointers(self.kv.cluster_session(cluster), keyspace)
         # A namespace the spec already names a version of (``<table>_v<N>``: a rebuild writing its
         # target tables) is pinned; only base-table namespaces follow the pointer.
         active = {name: resolve(ns, pointers[(ns.cluster, ns.keyspace)].get(name)) if ns.table == base_table(ns) else ns
@@ -304,13 +361,12 @@ class GraphStore:
     def _node_plan(self, node_type: str, ids: Sequence[str]) -> Plan:
         t = self.node_table(node_type)
         uniq = list(dict.fromkeys(ids))
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, Node] = {}
         if len(uniq) == 1:
             rows = (yield [(t, self._NODE_Q, (uniq[0], NODE_ITEM))])[0]
             if rows:
                 upd, props = rows[0]
-                out[uniq[0]] = {"type": node_type, "id": uniq[0], "properties": decode_props(props),
-                                "updated_at": upd or 0}
+                out[uniq[0]] = Node(node_type, uniq[0], decode_props(props), upd or 0)
             return out
         results = yield [(t, self._NODES_MULTI, (chunk, NODE_ITEM), rk)
                          for rk, chunk in self._replica_groups(t, uniq, MULTI_KEYS)]
@@ -321,8 +377,7 @@ class GraphStore:
         for nid in uniq:  # in request order
             hit = found.get(nid)
             if hit is not None:
-                out[nid] = {"type": node_type, "id": nid, "properties": decode_props(hit[1]),
-                            "updated_at": hit[0] or 0}
+                out[nid] = Node(node_type, nid, decode_props(hit[1]), hit[0] or 0)
         return out
 
     def _adjacency_plan(self, edge_type: str, node_ids: Sequence[str], direction: Direction, limit: int,
@@ -331,8 +386,7 @@ class GraphStore:
         set: node id -> rows ``(neighbour id, updated_at, raw properties)``, the same edges as the
         first page of :meth:`edges` gives for that node. ``sort=False`` leaves a LATEST list that was
         not cut to ``limit`` in key order (a traversal sorts the whole level once instead)."""
-        if not 1 <= limit <= MAX_EDGE_LIMIT:
-            raise ValueError(f"limit must be in 1..{MAX_EDGE_LIMIT}")
+        _check_limit(limit)
         t = self.edge_table(edge_type, direction)
         uniq = list(dict.fromkeys(node_ids))
         since = since_ms or 0
@@ -343,14 +397,14 @@ class GraphStore:
         per_request = max(1, min(MULTI_KEYS, MULTI_ROWS // page))
         results = yield [(t, self._EDGES_MULTI, (chunk, page), rk)
                          for rk, chunk in self._replica_groups(t, uniq, per_request)]
-        by_id: dict[str, list[tuple[str, int, Any]]] = {}
+        by_id: dict[str, list[AdjacencyRow]] = {}
         for rows in results:
             for rid, key, upd, props in rows:
                 lst = by_id.get(rid)
                 if lst is None:
                     by_id[rid] = lst = []
                 lst.append((key, upd or 0, props))
-        out: dict[str, list[tuple[str, int, Any]]] = {}
+        out: dict[str, list[AdjacencyRow]] = {}
         again: list[str] = []
         for nid in uniq:
             cand = by_id.get(nid, [])
@@ -364,24 +418,23 @@ class GraphStore:
                 kept = heapq.nsmallest(limit, kept, key=_newest_first)
             out[nid] = kept
         if again:
-            pages = yield from _parallel([self._edges_plan(edge_type, nid, direction, limit, since_ms, order,
-                                                           None, False, False) for nid in again])
-            end = "dst" if direction == "out" else "src"
+            pages = yield from _parallel([self._rows_plan(edge_type, nid, direction, limit, since_ms, order,
+                                                          None, False) for nid in again])
             for nid, pg in zip(again, pages, strict=True):
-                out[nid] = [(e[end], e["updated_at"], e["properties"]) for e in pg.edges]
+                out[nid] = pg.rows
         return {nid: out[nid] for nid in uniq}
 
-    def _edges_plan(self, edge_type: str, node_id: str, direction: Direction, limit: int,
-                    since_ms: int | None, order: Order, page_token: str | None, want_token: bool = True,
-                    decode: bool = True) -> Plan:
-        if not 1 <= limit <= MAX_EDGE_LIMIT:
-            raise ValueError(f"limit must be in 1..{MAX_EDGE_LIMIT}")
+    def _rows_plan(self, edge_type: str, node_id: str, direction: Direction, limit: int,
+                   since_ms: int | None, order: Order, after: EdgeCursor | None, want_cursor: bool = True) -> Plan:
+        """One page of ``node_id``'s adjacency list as a :class:`RowPage` (raw properties)."""
+        _check_limit(limit)
         t = self.edge_table(edge_type, direction)
         since = since_ms or 0
-        extra = 1 if want_token else 0
-        picked: list[tuple[str, int, Any]]
+        extra = 1 if want_cursor else 0
+        picked: list[Any]
+        next_cursor: EdgeCursor | None
         if order == "any":
-            cursor = decode_token(page_token, "any")["k"] if page_token else None
+            cursor = after.key if after is not None else None
             page = min(limit + extra if not since else max(limit + extra, 256), MAX_PAGE)
             picked = []
             while True:
@@ -399,13 +452,14 @@ class GraphStore:
                 cursor = rows[-1][0]
             more = len(picked) > limit
             picked = picked[:limit]
-            token = encode_token({"o": "any", "k": picked[-1][0]}) if (more and picked) else None
+            next_cursor = EdgeCursor(picked[-1][0]) if (more and picked) else None
         else:
             cur_ts: int | None = None
             cur_key = ""
-            if page_token:
-                tok = decode_token(page_token, "latest")
-                cur_ts, cur_key = int(tok["t"]), str(tok["k"])
+            if after is not None:
+                if after.updated_at is None:
+                    raise ValueError("an order=latest cursor needs updated_at")
+                cur_ts, cur_key = after.updated_at, after.key
             page = min(max(limit + extra, 128), MAX_PAGE)
             first = (yield [(t, self._EDGE_FIRST, (node_id, page))])[0]
             cand: list[tuple[str, int]] = [(r[0], r[1] or 0) for r in first]
@@ -436,17 +490,8 @@ class GraphStore:
             more = len(top) > limit
             top = top[:limit]
             picked = [full[k] for k, _ in top if k in full]
-            token = None
-            if more and top:
-                token = encode_token({"o": "latest", "t": top[-1][1], "k": top[-1][0]})
-        dec = decode_props if decode else _raw_props
-        if direction == "out":
-            edges = [{"type": edge_type, "src": node_id, "dst": r[0], "properties": dec(r[2]),
-                      "updated_at": r[1] or 0} for r in picked]
-        else:
-            edges = [{"type": edge_type, "src": r[0], "dst": node_id, "properties": dec(r[2]),
-                      "updated_at": r[1] or 0} for r in picked]
-        return EdgePage(edges, token)
+            next_cursor = EdgeCursor(top[-1][0], top[-1][1]) if (more and top) else None
+        return RowPage([(r[0], r[1] or 0, r[2]) for r in picked], next_cursor)
 
     # ------------------------------------------------------------------ runners
     def _statement(self, q: Query) -> BoundStatement:
@@ -475,69 +520,65 @@ class GraphStore:
             return stop.value
 
     # ------------------------------------------------------------------ public reads
-    def get_node(self, node_type: str, node_id: str) -> dict[str, Any] | None:
-        """``{"type","id","properties","updated_at"}`` or None when absent."""
+    def get_node(self, node_type: str, node_id: str) -> Node | None:
+        """The node, or None when absent."""
         return self._run_sync(self._node_plan(node_type, [node_id])).get(node_id)  # type: ignore[no-any-return]
 
-    def get_nodes(self, node_type: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def get_nodes(self, node_type: str, ids: Sequence[str]) -> dict[str, Node]:
         """Batch get (multi-partition ``IN`` per replica group): id -> node, found ones only, in ``ids`` order."""
         return self._run_sync(self._node_plan(node_type, ids))  # type: ignore[no-any-return]
 
-    def edges(self, edge_type: str, node_id: str, direction: Direction = "out", limit: int = 100,
-              since_ms: int | None = None, order: str = "latest", page_token: str | None = None) -> EdgePage:
-        """Out- or in-edges of ``node_id``: newest first (latest) or in key order (any)."""
-        return self._run_sync(self._edges_plan(edge_type, node_id, direction, limit, since_ms,  # type: ignore[no-any-return]
-                                               normalize_order(order), page_token))
-
-    async def aget_nodes(self, node_type: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    async def aget_nodes(self, node_type: str, ids: Sequence[str]) -> dict[str, Node]:
         return await self._run_async(self._node_plan(node_type, ids))  # type: ignore[no-any-return]
 
-    async def aget_node(self, node_type: str, node_id: str) -> dict[str, Any] | None:
+    async def aget_node(self, node_type: str, node_id: str) -> Node | None:
         return (await self.aget_nodes(node_type, [node_id])).get(node_id)
 
-    async def aedges(self, edge_type: str, node_id: str, direction: Direction = "out", limit: int = 100,
-                     since_ms: int | None = None, order: str = "latest", page_token: str | None = None,
-                     want_token: bool = True, decode: bool = True) -> EdgePage:
-        """Async :meth:`edges`. ``decode=False`` leaves each edge's ``properties`` as the raw stored
-        map (decode later with :func:`rdg_platform.kv.codec.decode_props`): a traversal level
-        merges many lists and keeps only ``limit`` edges, so it decodes only those."""
-        return await self._run_async(self._edges_plan(  # type: ignore[no-any-return]
-            edge_type, node_id, direction, limit, since_ms, normalize_order(order), page_token, want_token, decode))
+    def edges(self, edge_type: str, node_id: str, direction: Direction = "out", limit: int = 100,
+              since_ms: int | None = None, order: Order = "latest", after: EdgeCursor | None = None) -> EdgePage:
+        """Out- or in-edges of ``node_id``: newest first (latest) or in key order (any), ``limit`` at
+        a time, continuing ``after`` a previous page's ``next_cursor``."""
+        page: RowPage = self._run_sync(self._rows_plan(edge_type, node_id, direction, limit, since_ms,
+                                                       _check_order(order), after))
+        return EdgePage(build_edges(edge_type, node_id, direction, page.rows, decode_props), page.next_cursor)
+
+    async def aedge_rows(self, edge_type: str, node_id: str, direction: Direction = "out", limit: int = 100,
+                         since_ms: int | None = None, order: Order = "latest", after: EdgeCursor | None = None,
+                         want_cursor: bool = True) -> RowPage:
+        """Async :meth:`edges` as adjacency rows with raw properties (decode with
+        :func:`rdg_platform.kv.codec.decode_props`): the query service shapes its JSON from them
+        without building :class:`Edge` objects first."""
+        return await self._run_async(self._rows_plan(  # type: ignore[no-any-return]
+            edge_type, node_id, direction, limit, since_ms, _check_order(order), after, want_cursor))
 
     def edges_many(self, edge_type: str, node_ids: Sequence[str], direction: Direction = "out", limit: int = 100,
-                   since_ms: int | None = None, order: str = "latest") -> dict[str, list[dict[str, Any]]]:
+                   since_ms: int | None = None, order: Order = "latest") -> dict[str, list[Edge]]:
         """The first page of :meth:`edges` for each of ``node_ids`` (node id -> edges), read with a
         few multi-partition requests instead of one per node."""
         rows = self._run_sync(self._adjacency_plan(edge_type, node_ids, direction, limit, since_ms,
-                                                   normalize_order(order)))
-        return {nid: edge_dicts(edge_type, nid, direction, r, decode_props) for nid, r in rows.items()}
+                                                   _check_order(order)))
+        return {nid: build_edges(edge_type, nid, direction, r, decode_props) for nid, r in rows.items()}
 
     async def aadjacency_rows(self, edge_type: str, node_ids: Sequence[str], direction: Direction = "out",
-                              limit: int = 100, since_ms: int | None = None, order: str = "latest",
-                              sort: bool = True) -> dict[str, list[tuple[str, int, Any]]]:
+                              limit: int = 100, since_ms: int | None = None, order: Order = "latest",
+                              sort: bool = True) -> dict[str, list[AdjacencyRow]]:
         """The edges :meth:`edges_many` reads, as rows ``(neighbour id, updated_at, raw properties)``
-        (async, for the query service): a traversal
-        keeps only some of a level's edges, so it builds (and decodes) only those (see
-        :func:`edge_dicts`). ``sort=False``: lists not cut to ``limit`` may be in key order."""
+        (async, for the query service): a traversal keeps only some of a level's edges, so it
+        decodes only those. ``sort=False``: lists not cut to ``limit`` may be in key order."""
         return await self._run_async(self._adjacency_plan(  # type: ignore[no-any-return]
-            edge_type, node_ids, direction, limit, since_ms, normalize_order(order), sort))
-
-    def node_types(self) -> Mapping[str, Table]:
-        return self._tables().nodes
+            edge_type, node_ids, direction, limit, since_ms, _check_order(order), sort))
 
 
-def _newest_first(row: tuple[str, int, Any]) -> tuple[int, str]:
+def _newest_first(row: AdjacencyRow) -> tuple[int, str]:
     return -row[1], row[0]
 
 
-def edge_dicts(edge_type: str, node_id: str, direction: Direction, rows: Sequence[tuple[str, int, Any]],
-               decode: Callable[[Any], Any] = _raw_props) -> list[dict[str, Any]]:
-    """Adjacency rows of ``node_id`` -> the API's edge objects (``src``/``dst`` by direction)."""
+def build_edges(edge_type: str, node_id: str, direction: Direction, rows: Sequence[AdjacencyRow],
+                decode: Callable[[Any], Any] = _raw_props) -> list[Edge]:
+    """Adjacency rows of ``node_id`` -> :class:`Edge` values (``src``/``dst`` by direction)."""
     if direction == "out":
-        return [{"type": edge_type, "src": node_id, "dst": k, "properties": decode(p), "updated_at": u}
-                for k, u, p in rows]
-    return [{"type": edge_type, "src": k, "dst": node_id, "properties": decode(p), "updated_at": u}
-            for k, u, p in rows]
+        return [Edge(edge_type, node_id, k, decode(p), u) for k, u, p in rows]
+    return [Edge(edge_type, k, node_id, decode(p), u) for k, u, p in rows]
 
 
 def group_by_replicas(ids: Sequence[str], replicas: Callable[[bytes], Sequence[str]],

@@ -15,7 +15,7 @@ which is what lets the streaming sink be at-least-once.
 
 Operations: :meth:`KVStore.put_items`, :meth:`get_items` (keys / prefix / range, paged by a
 clustering-key cursor), :meth:`delete_items`, :meth:`mutate` (single-partition batch) and
-:meth:`scan` over token ranges. Prepared statements only; identifiers come from the validated spec
+:meth:`scan` over token ranges. Tables are created by :func:`rdg_platform.kv.schema.ensure_schema`. Prepared statements only; identifiers come from the validated spec
 and are formatted into the CQL once, at prepare time.
 """
 
@@ -24,20 +24,25 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, PreparedStatement
 
-from rdg_platform.kv.cluster import ClusterConfig, SessionRegistry
-from rdg_platform.kv.codec import decode_props, decode_token, encode_props, encode_token
+from rdg_platform.kv.cluster import ClusterConfig, Credentials, SessionRegistry
+from rdg_platform.kv.codec import decode_props, encode_props
 from rdg_platform.model.spec import GraphSpec, Namespace
+from rdg_platform.topology import check_identifier
+
+if TYPE_CHECKING:
+    from rdg_platform.settings import CassandraSettings
 
 NODE_ITEM = "_"  # the single item key of a node record
 MAX_PAGE = 5000  # largest LIMIT a read issues (reads are never driver-paged: fetch_size=None)
 MIN_TOKEN = -(2**63)
 MAX_TOKEN = 2**63 - 1
+_PING = "SELECT release_version FROM system.local"
 
 
 class KVError(RuntimeError):
@@ -63,8 +68,11 @@ class KVItem:
 
 @dataclass(frozen=True, slots=True)
 class ItemPage:
+    """One page of a record's items; ``next_after`` is the cursor of the next page (the last item
+    key of this one; pass it as ``after``), None on the last page."""
+
     items: list[KVItem]
-    next_page_token: str | None
+    next_after: str | None
 
 
 @dataclass(frozen=True)
@@ -105,20 +113,25 @@ class KVStore:
     def __init__(self, namespaces: Mapping[str, Namespace], registry: SessionRegistry,
                  replication_factor: int = 1, concurrency: int = 128) -> None:
         self.namespaces = dict(namespaces)
-        self.registry = registry
+        self._registry = registry
         self.replication_factor = replication_factor
         self.concurrency = concurrency
         self._prepared: dict[tuple[str, str], PreparedStatement] = {}
 
     @classmethod
-    def from_spec(cls, spec: GraphSpec, concurrency: int = 128, **cluster_overrides: Any) -> KVStore:
-        """Build from a validated spec: one cluster config per ``spec.clusters`` entry."""
-        configs = {name: ClusterConfig(name, c.contact_points, c.port, c.local_dc, **cluster_overrides)
+    def from_spec(cls, spec: GraphSpec, cassandra: CassandraSettings | None = None, concurrency: int = 128,
+                  **cluster_overrides: Any) -> KVStore:
+        """Build from a validated spec: one cluster config per ``spec.clusters`` entry (contact points,
+        port, data centre), all logging in with ``cassandra``'s credentials and CA (none when None).
+        Connections open lazily (first use), so this never blocks or fails."""
+        creds = Credentials.of(cassandra)
+        configs = {name: ClusterConfig(name, c.contact_points, c.port, c.local_dc, credentials=creds,
+                                       **cluster_overrides)
                    for name, c in spec.clusters.items()}
         return cls(spec.namespaces, SessionRegistry(configs), spec.replication_factor, concurrency)
 
     def close(self) -> None:
-        self.registry.close()
+        self._registry.close()
 
     # ------------------------------------------------------------------ plumbing
     def namespace(self, name: str) -> Namespace:
@@ -136,7 +149,7 @@ class KVStore:
         return Table(n, n.cluster, n.keyspace, n.table)
 
     def session(self, t: Table) -> Session:
-        return self.registry.session(t.cluster)
+        return self.cluster_session(t.cluster)
 
     def prepare(self, t: Table, cql: str, paged: bool = False) -> PreparedStatement:
         """Prepare (once per cluster) a CQL template; ``{t}`` is replaced by the table's name."""
@@ -150,25 +163,33 @@ class KVStore:
             self._prepared[key] = ps
         return ps
 
-    # ------------------------------------------------------------------ schema
-    def ensure_schema(self, namespaces: Sequence[str] | None = None) -> None:
-        """Create keyspaces and tables if absent (idempotent; safe to run from many processes)."""
-        done_ks: set[tuple[str, str]] = set()
-        for name in namespaces or list(self.namespaces):
-            ns = self.namespace(name)
-            session = self.registry.session(ns.cluster)
-            if (ns.cluster, ns.keyspace) not in done_ks:
-                session.execute(
-                    f"CREATE KEYSPACE IF NOT EXISTS {ns.keyspace} WITH replication = "
-                    f"{{'class': 'SimpleStrategy', 'replication_factor': {int(self.replication_factor)}}}")
-                done_ks.add((ns.cluster, ns.keyspace))
-            for table in ns.tables:
-                session.execute(
-                    f"CREATE TABLE IF NOT EXISTS {ns.keyspace}.{table} ("
-                    "record_id text, item_key text, props map<text, text>, value blob, updated_at bigint, "
-                    "PRIMARY KEY ((record_id), item_key)) WITH CLUSTERING ORDER BY (item_key ASC) "
-                    f"AND default_time_to_live = {int(ns.ttl_s)} "
-                    f"AND compaction = {{'class': '{ns.compaction}'}}")
+    # ------------------------------------------------------------------ admin
+    def cluster_session(self, cluster: str) -> Session:
+        """The driver session of one cluster, for the few callers that run their own CQL on it
+        (schema, the blue/green pointer, maintenance, checksums); reads and writes use the methods."""
+        return self._registry.session(cluster)
+
+    def clusters(self) -> list[str]:
+        """The clusters this store's namespaces live on."""
+        return sorted({ns.cluster for ns in self.namespaces.values()})
+
+    def ping(self) -> dict[str, str]:
+        """Prove every cluster answers: one ``system.local`` read each; cluster -> release version.
+        Raises the driver's error (NoHostAvailable, OperationTimedOut...) when one does not."""
+        out: dict[str, str] = {}
+        for cluster in self.clusters():
+            session = self.cluster_session(cluster)
+            row = session.execute(self._ping_statement(cluster, session)).one()
+            out[cluster] = str(row[0]) if row else ""
+        return out
+
+    def _ping_statement(self, cluster: str, session: Session) -> PreparedStatement:
+        key = (cluster, _PING)
+        ps = self._prepared.get(key)
+        if ps is None:
+            ps = self._prepared[key] = session.prepare(_PING)
+            ps.is_idempotent = True
+        return ps
 
     def drop_keyspaces(self) -> None:
         """Drop every keyspace this store's namespaces use (tests and teardown only)."""
@@ -176,7 +197,8 @@ class KVStore:
         for ns in self.namespaces.values():
             if (ns.cluster, ns.keyspace) not in seen:
                 seen.add((ns.cluster, ns.keyspace))
-                self.registry.session(ns.cluster).execute(f"DROP KEYSPACE IF EXISTS {ns.keyspace}")
+                ks = check_identifier(ns.keyspace, "keyspace")
+                self.cluster_session(ns.cluster).execute(f"DROP KEYSPACE IF EXISTS {ks}")
 
     # ------------------------------------------------------------------ writes
     UPSERT = ("UPDATE {t} USING TIMESTAMP ? AND TTL ? SET props = props + ?, value = ?, updated_at = ? "
@@ -200,7 +222,7 @@ class KVStore:
                 entry = stmts[t] = (self.prepare(t, self.UPSERT), by_cluster.setdefault(t.cluster, []))
             entry[1].append((entry[0], params))
         for cluster, batch in by_cluster.items():
-            self._run(self.registry.session(cluster), batch)
+            self._run(self.cluster_session(cluster), batch)
 
     def _run(self, session: Session, batch: Sequence[tuple[Any, Any]]) -> None:
         if not batch:
@@ -270,11 +292,11 @@ class KVStore:
     # ------------------------------------------------------------------ reads
     def get_items(self, namespace: str, record_id: str, keys: Sequence[str] | None = None,
                   prefix: str | None = None, start: str | None = None, end: str | None = None,
-                  page_size: int = 100, page_token: str | None = None, reverse: bool = False) -> ItemPage:
+                  page_size: int = 100, after: str | None = None, reverse: bool = False) -> ItemPage:
         """Read a record's items in key order: all of them, only ``keys``, a key ``prefix``, or the
-        range ``start`` (inclusive) .. ``end`` (exclusive), ``page_size`` at a time. The page token is
-        a clustering-key cursor, so pages are stable under concurrent writes and cost one bounded
-        single-partition read each."""
+        range ``start`` (inclusive) .. ``end`` (exclusive), ``page_size`` at a time, continuing
+        ``after`` a key (a previous page's ``next_after``). The cursor is a clustering key, so pages
+        are stable under concurrent writes and cost one bounded single-partition read each."""
         if not 1 <= page_size <= MAX_PAGE:
             raise ValueError(f"page_size must be in 1..{MAX_PAGE}")
         t = self.table(namespace, reverse)
@@ -290,10 +312,8 @@ class KVStore:
                 lower, lower_op = prefix, ">="
             pend = _prefix_end(prefix)
             end = pend if end is None or pend < end else end
-        if page_token:
-            cursor = decode_token(page_token, "kv")["k"]
-            if lower is None or cursor >= lower:
-                lower, lower_op = cursor, ">"
+        if after is not None and (lower is None or after >= lower):
+            lower, lower_op = after, ">"
         params: list[Any] = [record_id]
         op = None
         if lower is not None:
@@ -304,8 +324,7 @@ class KVStore:
         ps = self.prepare(t, _RANGE_QUERIES[(op, end is not None)])
         rows = list(session.execute(ps, (*params, page_size + 1)))
         items = [self._item(record_id, r) for r in rows[:page_size]]
-        token = encode_token({"o": "kv", "k": items[-1].item_key}) if len(rows) > page_size else None
-        return ItemPage(items, token)
+        return ItemPage(items, items[-1].item_key if len(rows) > page_size else None)
 
     @staticmethod
     def _item(record_id: str, row: Sequence[Any]) -> KVItem:

@@ -6,7 +6,10 @@ Cassandra that is down or timing out is a 503 with the same shape, never a 500 o
 
 Latency: responses are serialised with orjson straight into ``Response`` (no response-model
 re-validation), reads go through the driver's async API bridged into asyncio, and the first request
-connects and creates the schema off the event loop.
+connects (and resolves the blue/green tables) off the event loop. The service never creates tables:
+provisioning (:func:`rdg_platform.kv.schema.ensure_schema`) is the entry points' job.
+
+:func:`create_app` is an entry point: given no settings it builds them (:func:`load_settings`).
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rdg_platform.gcpause import freeze_startup_heap
-from rdg_platform.kv.codec import BadPageTokenError
+from rdg_platform.kv.codec import decode_props
 from rdg_platform.kv.graph_store import GraphStore, UnknownTypeError
-from rdg_platform.model.spec import GraphSpec, default_spec
+from rdg_platform.model.spec import GraphSpec
+from rdg_platform.serving import shapes
 from rdg_platform.serving.metrics import Metrics
+from rdg_platform.serving.shapes import BadPageTokenError, edges_json, node_json, page_cursor, parse_order
 from rdg_platform.serving.traversal import (
     ID_PATTERN,
     RequestError,
@@ -41,6 +46,7 @@ from rdg_platform.serving.traversal import (
     plan,
     traverse,
 )
+from rdg_platform.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 STORAGE_ERRORS = (NoHostAvailable, OperationTimedOut, RequestExecutionException, DriverException,
@@ -126,17 +132,13 @@ class _StoreHolder:
     """Connects lazily (in a worker thread, once) so the app starts even with Cassandra down and
     answers 503 until it is reachable; afterwards the driver reconnects on its own."""
 
-    def __init__(self, store: GraphStore, ensure_schema: bool) -> None:
+    def __init__(self, store: GraphStore) -> None:
         self.store = store
         self.ready = False
-        self.ensure_schema = ensure_schema
         self._lock = asyncio.Lock()
 
     def _connect(self) -> None:
-        for ns in {n.cluster for n in self.store.spec.namespaces.values()}:
-            self.store.kv.registry.session(ns)
-        if self.ensure_schema:
-            self.store.ensure_schema()
+        self.store.ping()  # opens every cluster's session and proves it answers
         if self.store.version_refresh_s is not None:  # resolve blue/green tables off the event loop
             self.store.refresh_versions()
 
@@ -150,29 +152,35 @@ class _StoreHolder:
         return self.store
 
 
-def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None,
-               ensure_schema: bool = True, freeze_heap: bool | None = None) -> FastAPI:
-    """Build the app. Pass ``store`` to share one (tests, benchmarks); otherwise one is built from
-    ``spec`` (default: the packaged model) and closed on shutdown.
+def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *,
+               settings: Settings | None = None, freeze_heap: bool | None = None) -> FastAPI:
+    """Build the app. Pass ``store`` to share one (tests, benchmarks); otherwise the app builds its
+    own from ``settings`` (default: :func:`load_settings`) and ``spec`` (default: the settings'
+    spec), and closes it on shutdown.
 
-    ``freeze_heap`` (default: when the app owns its store, i.e. it is the process's server) moves
-    every object alive at startup out of the cyclic GC's reach (``gc.freeze``); an app embedded in a
-    process that keeps creating and dropping other objects (tests) should not."""
-    spec = spec or (store.spec if store is not None else default_spec())
+    ``freeze_heap`` (default: when the app owns its store, i.e. it is the process's server, and
+    ``RDG_API_GC_FREEZE`` allows it) moves every object alive at startup out of the cyclic GC's
+    reach (``gc.freeze``); an app embedded in a process that keeps creating and dropping other
+    objects (tests) should not."""
     owned = store is None
-    freeze_heap = owned if freeze_heap is None else freeze_heap
-    gstore = store or GraphStore.from_spec(spec)
-    holder = _StoreHolder(gstore, ensure_schema)
+    if store is None:
+        s = settings or load_settings()
+        spec = spec or s.load_spec()
+        store = GraphStore.from_spec(spec, s.cassandra)
+        if freeze_heap is None:
+            freeze_heap = s.api.gc_freeze
+    spec = spec or store.spec
+    freeze = bool(freeze_heap)
+    gstore = store
+    holder = _StoreHolder(gstore)
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if freeze_heap:
-            # Everything alive now (modules, the spec, the driver's metadata: a few hundred thousand
-            # objects) lives as long as the server. Frozen, the cyclic GC's full collections, which a
-            # traversal's thousands of rows trigger, stop walking it: 3-hop service CPU per request
-            # dropped ~25% and p99 ~30% (benchmarks/RESULTS.md).
-            freeze_startup_heap()
+        # Everything alive now (modules, the spec, the driver's metadata) lives as long as the
+        # server; frozen, the cyclic GC's full collections, which a traversal's thousands of rows
+        # trigger, stop walking it.
+        freeze_startup_heap(freeze)
         try:
             yield
         finally:
@@ -228,7 +236,7 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None,
             metrics.observe("node", "storage", time.perf_counter() - t1)
             if node is None:
                 return _err(404, f"node {type}/{id} not found")
-            return _json(node)
+            return _json(node_json(node))
         return await guarded("node", run)
 
     @app.get("/v1/edges/{edge_type}/{id:path}", response_model=EdgesBody, responses=ERRORS,
@@ -247,12 +255,15 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None,
             if edge_type not in spec.edges:
                 raise RequestError(f"unknown edge type {edge_type!r} (known: {sorted(spec.edges)})")
             d: Literal["out", "in"] = "out" if direction.lower() == "out" else "in"
+            o = parse_order(order)
+            after = page_cursor(page_token, o)
             metrics.observe("edges", "validate", time.perf_counter() - t0)
             s = await holder.get()
             t1 = time.perf_counter()
-            page = await s.aedges(edge_type, id, d, limit, since, order.lower(), page_token or None)
+            page = await s.aedge_rows(edge_type, id, d, limit, since, o, after)
             metrics.observe("edges", "storage", time.perf_counter() - t1)
-            return _json({"edges": page.edges, "next_page_token": page.next_page_token})
+            return _json({"edges": edges_json(edge_type, id, d, page.rows, decode_props),
+                          "next_page_token": shapes.page_token(page.next_cursor, o)})
         return await guarded("edges", run)
 
     @app.post("/v1/traverse", response_model=TraverseBody, responses=ERRORS, summary="Multi-hop traversal")
@@ -274,7 +285,8 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None,
     @app.get("/healthz", summary="Liveness and storage reachability")
     async def healthz() -> Response:
         try:
-            await holder.get()
+            s = await holder.get()
+            await asyncio.to_thread(s.ping)
         except STORAGE_ERRORS as exc:
             return _json({"status": "degraded", "storage": f"unavailable: {type(exc).__name__}"}, 503)
         return _json({"status": "ok", "storage": "ok"})

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
-
-from rdg_platform.config import settings
 
 
 class GraphAPIError(RuntimeError):
@@ -20,12 +19,18 @@ class GraphAPIError(RuntimeError):
 
 
 class GraphClient:
-    """``GraphClient(url)``; methods mirror the HTTP API and return its JSON as dicts."""
+    """``GraphClient(base_url, token)``; methods mirror the HTTP API and return its JSON as dicts.
 
-    def __init__(self, base_url: str | None = None, timeout: float = 10.0,
+    The caller passes where the service is and the bearer token (``RDG_API_URL``/``RDG_API_TOKEN``
+    through the settings, for the CLI); with a token every request carries
+    ``Authorization: Bearer <token>``.
+    """
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 10.0,
                  transport: httpx.BaseTransport | None = None) -> None:
-        self.base_url = (base_url or settings().api_url).rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, headers=headers)
 
     def __enter__(self) -> GraphClient:
         return self
@@ -86,6 +91,4 @@ class GraphClient:
 
 def _seg(s: str) -> str:
     """Percent-encode one path segment (ids may contain '/', '?', spaces...)."""
-    from urllib.parse import quote
-
     return quote(s, safe="")

@@ -6,10 +6,6 @@ Each app gets its own registry so tests and benchmarks can run several apps in o
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -37,14 +33,6 @@ class Metrics:
 
     def observe(self, endpoint: str, stage: str, seconds: float) -> None:
         self.stage.labels(endpoint, stage).observe(seconds)
-
-    @contextmanager
-    def timed(self, endpoint: str, stage: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.observe(endpoint, stage, time.perf_counter() - t0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -22,8 +22,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rdg_platform.kv.codec import decode_props
-from rdg_platform.kv.graph_store import GraphStore, edge_dicts
+from rdg_platform.kv.graph_store import GraphStore
 from rdg_platform.model.spec import GraphSpec
+from rdg_platform.serving.shapes import edges_json, node_json
 
 MAX_HOPS = 4
 DEFAULT_HOP_LIMIT = 300
@@ -140,7 +141,7 @@ async def traverse(store: GraphStore, start_id: str, hops: list[PlannedHop], inc
                     got = await store.aadjacency_rows(hop.edge, wave, hop.direction, hop.limit, hop.since_ms, "any")
                     st.reads += len(wave)
                     for nid in wave:
-                        edges.extend(edge_dicts(hop.edge, nid, hop.direction, got[nid]))
+                        edges.extend(edges_json(hop.edge, nid, hop.direction, got[nid]))
                         if len(edges) >= hop.limit:
                             break
                     if len(edges) >= hop.limit:
@@ -177,7 +178,7 @@ async def traverse(store: GraphStore, start_id: str, hops: list[PlannedHop], inc
         st.reads += sum(len(set(ids)) for ids in wanted.values())
         for lv in levels:
             typ, ids = lv["_next"]
-            lv["nodes"] = [found[typ][i] for i in ids if i in found[typ]]
+            lv["nodes"] = [node_json(found[typ][i]) for i in ids if i in found[typ]]
     for lv in levels:
         del lv["_next"]
     st.enrich_s = time.perf_counter() - t1

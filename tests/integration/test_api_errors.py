@@ -8,29 +8,45 @@ from typing import Any
 import httpx
 import pytest
 
-from rdg_platform.config import Settings
-from rdg_platform.kv import GraphStore
-from rdg_platform.kv.testing import isolated_spec, unique_keyspace
+from rdg_platform.kv import GraphStore, ensure_schema
 from rdg_platform.model import GraphRecord
+from rdg_platform.model.spec import GraphSpec
 from rdg_platform.serving.app import create_app
-from rdg_platform.serving.testing import free_port, serve_in_thread
+from rdg_platform.settings import Settings
+from tests.support.kv import isolated_spec, unique_keyspace
+from tests.support.serving import free_port, serve_in_thread
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def url(services: object, cfg: Settings) -> Iterator[str]:
+def seeded(services: object, cfg: Settings) -> Iterator[GraphStore]:
     spec = isolated_spec(unique_keyspace("rdg_test_api"), cfg)
-    store = GraphStore.from_spec(spec)
-    store.ensure_schema()
+    store = GraphStore.from_spec(spec, cfg.cassandra)
+    ensure_schema(store.kv, spec)
     store.write([GraphRecord("node", "account", "a1", None, {"plan": "p"}, 1),
                  *(GraphRecord("edge", "logged_in_from", "a1", f"d{i}", {}, 10 + i) for i in range(3)),
                  *(GraphRecord("node", "account", i, None, {"plan": i}, 2) for i in ODD_IDS),
                  *(GraphRecord("edge", "logged_in_from", i, "d/0", {}, 20) for i in ODD_IDS)])
-    with serve_in_thread(create_app(spec, store=store)) as base:
-        yield base
+    yield store
     store.kv.drop_keyspaces()
     store.close()
+
+
+@pytest.fixture(scope="module")
+def url(seeded: GraphStore) -> Iterator[str]:
+    with serve_in_thread(create_app(seeded.spec, store=seeded)) as base:
+        yield base
+
+
+def test_app_built_from_settings_owns_its_store(seeded: GraphStore, cfg: Settings) -> None:
+    """The entry-point path: the app builds its own store from the settings (and closes it)."""
+    spec: GraphSpec = seeded.spec
+    with serve_in_thread(create_app(spec, settings=cfg, freeze_heap=False)) as base:
+        assert httpx.get(f"{base}/healthz").json() == {"status": "ok", "storage": "ok"}
+        r = httpx.get(f"{base}/v1/nodes/account/a1")
+        assert r.status_code == 200 and r.json() == {"type": "account", "id": "a1", "properties": {"plan": "p"},
+                                                     "updated_at": 1}
 
 
 # Ids are any 1-256 printable characters: these must round-trip through the URL path.
@@ -88,6 +104,22 @@ GET_CASES = [
 @pytest.mark.parametrize(("path", "status", "words"), GET_CASES, ids=[c[0][:50] for c in GET_CASES])
 def test_get_errors(url: str, path: str, status: int, words: tuple[str, ...]) -> None:
     expect(httpx.get(url + path), status, *words)
+
+
+def test_pages_follow_their_tokens(url: str) -> None:
+    for order, want in (("latest", ["d2", "d1", "d0"]), ("any", ["d0", "d1", "d2"])):
+        seen: list[str] = []
+        token = None
+        while True:
+            params: dict[str, Any] = {"limit": 1, "order": order}
+            if token:
+                params["page_token"] = token
+            body = httpx.get(f"{url}/v1/edges/logged_in_from/a1", params=params).json()
+            seen += [e["dst"] for e in body["edges"]]
+            token = body["next_page_token"]
+            if token is None:
+                break
+        assert seen == want, order
 
 
 def test_page_token_of_other_order_is_rejected(url: str) -> None:
@@ -152,11 +184,9 @@ def test_openapi_metrics_and_health(url: str) -> None:
 
 def test_cassandra_down_is_503(cfg: Settings) -> None:
     """A namespace whose cluster is unreachable answers 503 JSON (the real driver, a closed port)."""
-    import dataclasses
-
-    dead = dataclasses.replace(cfg, cassandra_port=free_port())
+    dead = cfg.model_copy(update={"cassandra": cfg.cassandra.model_copy(update={"port": free_port()})})
     spec = isolated_spec("rdg_test_down", dead)
-    app = create_app(spec, store=GraphStore.from_spec(spec, connect_timeout_s=1.0))
+    app = create_app(spec, store=GraphStore.from_spec(spec, dead.cassandra, connect_timeout_s=1.0))
     with serve_in_thread(app) as base:
         expect(httpx.get(f"{base}/v1/nodes/account/a1", timeout=30), 503, "storage unavailable")
         expect(httpx.get(f"{base}/v1/edges/logged_in_from/a1", timeout=30), 503, "storage unavailable")

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
-from rdg_platform.config import Settings
-from rdg_platform.kv import GraphStore
-from rdg_platform.kv.testing import isolated_spec, unique_keyspace
+from rdg_platform.kv import GraphStore, ensure_schema
 from rdg_platform.model import GraphRecord
 from rdg_platform.serving.app import create_app
+from rdg_platform.settings import Settings
+from tests.support.kv import isolated_spec, unique_keyspace
 
 pytestmark = pytest.mark.integration
 EXAMPLES = 100  # per operation and generation mode
@@ -28,8 +28,8 @@ EXAMPLES = 100  # per operation and generation mode
 @pytest.fixture(scope="module")
 def app(services: object, cfg: Settings) -> Iterator[FastAPI]:
     spec = isolated_spec(unique_keyspace("rdg_test_fuzz"), cfg)
-    store = GraphStore.from_spec(spec)
-    store.ensure_schema()
+    store = GraphStore.from_spec(spec, cfg.cassandra)
+    ensure_schema(store.kv, spec)
     store.write([GraphRecord("node", "account", "a", None, {"plan": "p", "country": "US"}, 1),
                  GraphRecord("edge", "has_profile", "a", "p", {"last_seen_ts": 1}, 1),
                  GraphRecord("edge", "logged_in_from", "a", "d", {"device_type": "tv"}, 2)])

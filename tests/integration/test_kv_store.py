@@ -1,4 +1,4 @@
-"""KV layer and graph store on the real Cassandra: LWW, TTL, paging, reverse edges, routing."""
+"""KV layer and graph store on the real Cassandra: schema, LWW, TTL, paging, reverse edges, routing."""
 
 from __future__ import annotations
 
@@ -7,11 +7,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from rdg_platform.config import Settings
-from rdg_platform.kv import NODE_ITEM, GraphStore, KVItem, UnknownTypeError
-from rdg_platform.kv.codec import BadPageTokenError
-from rdg_platform.kv.testing import isolated_spec, unique_keyspace
+from rdg_platform.kv import (
+    NODE_ITEM,
+    Edge,
+    EdgeCursor,
+    GraphStore,
+    KVItem,
+    Node,
+    UnknownTypeError,
+    ensure_schema,
+)
+from rdg_platform.kv.versions import META_TABLE
 from rdg_platform.model import GraphRecord
+from rdg_platform.settings import Settings
+from tests.support.kv import isolated_spec, unique_keyspace
 
 pytestmark = pytest.mark.integration
 
@@ -25,8 +34,9 @@ def keyspaces() -> tuple[str, str]:
 def store(services: object, cfg: Settings, keyspaces: tuple[str, str]) -> Iterator[GraphStore]:
     ks, ks2 = keyspaces
     spec = isolated_spec(ks, cfg, namespaces={"edge.plays": {"keyspace": ks2}, "node.game": {"ttl_s": 2}})
-    gs = GraphStore.from_spec(spec)
-    gs.ensure_schema()
+    gs = GraphStore.from_spec(spec, cfg.cassandra)
+    ensure_schema(gs.kv, spec)
+    ensure_schema(gs.kv, spec)  # idempotent
     yield gs
     gs.kv.drop_keyspaces()
     gs.close()
@@ -45,13 +55,13 @@ def test_lww_older_event_after_newer_is_ignored(store: GraphStore) -> None:
     store.write([node("account", "lww1", {"country": "US", "plan": "basic"}, 1_000)])  # late, older
     n = store.get_node("account", "lww1")
     assert n is not None
-    assert n["properties"] == {"country": "FR", "plan": "premium"}
-    assert n["updated_at"] == 2_000
+    assert n.properties == {"country": "FR", "plan": "premium"}
+    assert n.updated_at == 2_000
 
     store.write([edge("logged_in_from", "lww1", "dev1", {"device_type": "tv"}, 5_000)])
     store.write([edge("logged_in_from", "lww1", "dev1", {"device_type": "phone"}, 4_000)])
     for page in (store.edges("logged_in_from", "lww1"), store.edges("logged_in_from", "dev1", "in")):
-        assert [(e["properties"]["device_type"], e["updated_at"]) for e in page.edges] == [("tv", 5_000)]
+        assert [(e.properties["device_type"], e.updated_at) for e in page.edges] == [("tv", 5_000)]
 
 
 def test_partial_updates_merge_per_property(store: GraphStore) -> None:
@@ -60,8 +70,7 @@ def test_partial_updates_merge_per_property(store: GraphStore) -> None:
     store.write([node("account", "merge1", {"last_seen_ts": 20}, 20)])
     store.write([node("account", "merge1", {"plan": "old"}, 5)])  # older partial: ignored
     n = store.get_node("account", "merge1")
-    assert n == {"type": "account", "id": "merge1", "updated_at": 20,
-                 "properties": {"country": "BR", "plan": "std", "last_seen_ts": 20}}
+    assert n == Node("account", "merge1", {"country": "BR", "plan": "std", "last_seen_ts": 20}, 20)
 
 
 def test_replays_converge_regardless_of_order(store: GraphStore) -> None:
@@ -72,13 +81,13 @@ def test_replays_converge_regardless_of_order(store: GraphStore) -> None:
     store.write(recs)
     store.write(recs[::2])
     assert store.get_nodes("profile", ["rp0", "rp1", "rp2"]) == first
-    assert first["rp0"]["properties"] == {"account_id": "acc9", "last_seen_ts": 109}
+    assert first["rp0"].properties == {"account_id": "acc9", "last_seen_ts": 109}
 
 
 def test_values_decoded_with_types(store: GraphStore) -> None:
     store.write([node("title", "t-types", {"name": "X", "runtime_min": 42, "genres": ["a", "b"]}, 1)])
     n = store.get_node("title", "t-types")
-    assert n is not None and n["properties"] == {"name": "X", "runtime_min": 42, "genres": ["a", "b"]}
+    assert n is not None and n.properties == {"name": "X", "runtime_min": 42, "genres": ["a", "b"]}
     assert store.get_node("title", "absent") is None
     with pytest.raises(UnknownTypeError):
         store.get_node("nope", "x")
@@ -104,40 +113,40 @@ def test_paging_through_10000_item_adjacency_list(store: GraphStore) -> None:
                  for i in range(n)])
     # order=any: key order, stable cursor pages
     seen: list[str] = []
-    token = None
+    cursor: EdgeCursor | None = None
     pages = 0
     while True:
-        page = store.edges("streamed_from", "big", limit=1000, order="any", page_token=token)
-        seen.extend(e["dst"] for e in page.edges)
+        page = store.edges("streamed_from", "big", limit=1000, order="any", after=cursor)
+        seen.extend(e.dst for e in page.edges)
         pages += 1
-        token = page.next_page_token
-        if token is None:
+        cursor = page.next_cursor
+        if cursor is None:
             break
     assert pages == 10 and len(seen) == n and seen == sorted(seen) and len(set(seen)) == n
     # order=latest: newest first across the whole list, paged without gaps or duplicates
     latest: list[int] = []
-    token = None
+    cursor = None
     while True:
-        page = store.edges("streamed_from", "big", limit=2500, order="latest", page_token=token)
-        latest.extend(e["updated_at"] for e in page.edges)
-        token = page.next_page_token
-        if token is None:
+        page = store.edges("streamed_from", "big", limit=2500, order="latest", after=cursor)
+        latest.extend(e.updated_at for e in page.edges)
+        cursor = page.next_cursor
+        if cursor is None:
             break
     assert len(latest) == n and latest == sorted(latest, reverse=True)
     top = store.edges("streamed_from", "big", limit=3, order="latest").edges
-    assert [e["updated_at"] for e in top] == [base + n - 1, base + n - 2, base + n - 3]
-    assert all(e["properties"]["title_id"].startswith("t") for e in top)
+    assert [e.updated_at for e in top] == [base + n - 1, base + n - 2, base + n - 3]
+    assert all(e.properties["title_id"].startswith("t") for e in top)
     # since filter + any: only the newest 100
     recent = store.edges("streamed_from", "big", limit=1000, order="any", since_ms=base + n - 100).edges
     assert len(recent) == 100
     # the generic KV read pages the same record by size
-    items, token, kv_pages = 0, None, 0
+    items, after, kv_pages = 0, None, 0
     while True:
-        ip = store.kv.get_items("edge.streamed_from", "big", page_size=3000, page_token=token)
+        ip = store.kv.get_items("edge.streamed_from", "big", page_size=3000, after=after)
         items += len(ip.items)
         kv_pages += 1
-        token = ip.next_page_token
-        if token is None:
+        after = ip.next_after
+        if after is None:
             break
     assert items == n and kv_pages == 4
 
@@ -145,9 +154,9 @@ def test_paging_through_10000_item_adjacency_list(store: GraphStore) -> None:
 def test_reverse_edges_are_one_lookup(store: GraphStore) -> None:
     store.write([edge("started_watching", f"prof{i}", "title-rev", {"position_ms": i}, 1_000 + i) for i in range(5)])
     page = store.edges("started_watching", "title-rev", direction="in", limit=10)
-    assert [e["src"] for e in page.edges] == ["prof4", "prof3", "prof2", "prof1", "prof0"]
-    assert all(e["dst"] == "title-rev" and e["type"] == "started_watching" for e in page.edges)
-    assert page.edges[0]["properties"] == {"position_ms": 4}
+    assert [e.src for e in page.edges] == ["prof4", "prof3", "prof2", "prof1", "prof0"]
+    assert all(e.dst == "title-rev" and e.type == "started_watching" for e in page.edges)
+    assert page.edges[0] == Edge("started_watching", "prof4", "title-rev", {"position_ms": 4}, 1_004)
     store.delete_edge("started_watching", "prof4", "title-rev", event_time_ms=2_000)
     assert store.edges("started_watching", "prof4").edges == []
     assert len(store.edges("started_watching", "title-rev", direction="in").edges) == 4
@@ -156,13 +165,14 @@ def test_reverse_edges_are_one_lookup(store: GraphStore) -> None:
 def test_namespace_routed_to_second_keyspace(store: GraphStore, keyspaces: tuple[str, str]) -> None:
     ks, ks2 = keyspaces
     store.write([edge("plays", "prof-g", "game-1", {"session_id": "s1"}, 10)])
-    assert [e["dst"] for e in store.edges("plays", "prof-g").edges] == ["game-1"]
-    assert [e["src"] for e in store.edges("plays", "game-1", "in").edges] == ["prof-g"]
-    session = store.kv.registry.session("default")
+    assert [e.dst for e in store.edges("plays", "prof-g").edges] == ["game-1"]
+    assert [e.src for e in store.edges("plays", "game-1", "in").edges] == ["prof-g"]
+    session = store.kv.cluster_session("default")
     q = session.prepare("SELECT keyspace_name, table_name FROM system_schema.tables WHERE keyspace_name IN ?")
     tables = {(r[0], r[1]) for r in session.execute(q, ([ks, ks2],))}
     assert (ks2, "edge_plays") in tables and (ks2, "edge_plays_in") in tables
     assert (ks, "edge_plays") not in tables and (ks, "edge_has_profile") in tables
+    assert (ks, META_TABLE) in tables and (ks2, META_TABLE) in tables  # every keyspace has its pointer
     rows = list(session.execute(f"SELECT record_id, item_key FROM {ks2}.edge_plays"))  # noqa: S608
     assert rows == [("prof-g", "game-1")]
 
@@ -176,12 +186,11 @@ def test_kv_get_items_filters_delete_mutate_scan(store: GraphStore) -> None:
     assert keys(kv.get_items(ns, "rec", start="a2", end="c1")) == ["a2", "b1", "b2"]
     assert keys(kv.get_items(ns, "rec", keys=["c1", "a1", "zz"])) == ["a1", "c1"]
     p1 = kv.get_items(ns, "rec", page_size=2)
-    p2 = kv.get_items(ns, "rec", page_size=2, page_token=p1.next_page_token)
-    p3 = kv.get_items(ns, "rec", page_size=2, page_token=p2.next_page_token)
-    assert keys(p1) + keys(p2) + keys(p3) == ["a1", "a2", "b1", "b2", "c1"] and p3.next_page_token is None
+    p2 = kv.get_items(ns, "rec", page_size=2, after=p1.next_after)
+    p3 = kv.get_items(ns, "rec", page_size=2, after=p2.next_after)
+    assert keys(p1) + keys(p2) + keys(p3) == ["a1", "a2", "b1", "b2", "c1"] and p3.next_after is None
+    assert keys(kv.get_items(ns, "rec", prefix="a", after="a1")) == ["a2"]
     assert kv.get_items(ns, "rec", keys=["a1"]).items[0].value == b"a1"
-    with pytest.raises(BadPageTokenError):
-        kv.get_items(ns, "rec", page_token="garbage!")
     kv.delete_items(ns, "rec", ["a1"], event_time_ms=50)  # older than the write: no effect
     assert "a1" in keys(kv.get_items(ns, "rec"))
     kv.delete_items(ns, "rec", ["a1"], event_time_ms=150)
@@ -213,9 +222,9 @@ def test_edges_many_matches_per_node_reads(store: GraphStore) -> None:
                 assert got[n] == want, (order, limit, since, n)
     assert len(store.edges_many("started_watching", ["em-big"], limit=200)["em-big"]) == 200
     into = store.edges_many("started_watching", ["em-t000", "em-t002"], "in", limit=10)
-    assert [e["src"] for e in into["em-t000"]] == [e["src"] for e in store.edges(
+    assert [e.src for e in into["em-t000"]] == [e.src for e in store.edges(
         "started_watching", "em-t000", "in", 10).edges]
-    assert {e["src"] for e in into["em-t002"]} == {"em-p0", "em-p1", "em-p2", "em-p3", "em-big"}
+    assert {e.src for e in into["em-t002"]} == {"em-p0", "em-p1", "em-p2", "em-p3", "em-big"}
 
 
 def test_get_nodes_batch_keeps_request_order_and_skips_missing(store: GraphStore) -> None:
@@ -223,4 +232,25 @@ def test_get_nodes_batch_keeps_request_order_and_skips_missing(store: GraphStore
     ids = [f"gn{i}" for i in range(149, -1, -3)] + ["gn-missing", "gn0"]
     got = store.get_nodes("profile", ids)
     assert list(got) == list(dict.fromkeys(i for i in ids if i != "gn-missing"))
-    assert got["gn149"] == {"type": "profile", "id": "gn149", "properties": {"account_id": "a149"}, "updated_at": 159}
+    assert got["gn149"] == Node("profile", "gn149", {"account_id": "a149"}, 159)
+
+
+def test_ping_reports_every_cluster(store: GraphStore) -> None:
+    versions = store.ping()
+    assert list(versions) == ["default"] and versions["default"][:1].isdigit()
+
+
+def test_reads_do_not_create_tables(services: object, cfg: Settings) -> None:
+    """Only ensure_schema creates tables: a store on a fresh keyspace fails its reads instead."""
+    from cassandra import InvalidRequest
+
+    spec = isolated_spec(unique_keyspace("rdg_test_noschema"), cfg)
+    gs = GraphStore.from_spec(spec, cfg.cassandra)
+    try:
+        with pytest.raises(InvalidRequest):
+            gs.get_node("account", "x")
+        session = gs.kv.cluster_session("default")
+        q = session.prepare("SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?")
+        assert session.execute(q, (spec.namespaces["node.account"].keyspace,)).one() is None
+    finally:
+        gs.close()

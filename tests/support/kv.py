@@ -14,21 +14,20 @@ from typing import Any
 
 import yaml
 
-from rdg_platform.config import Settings, settings
 from rdg_platform.model.spec import GraphSpec, default_spec_path, parse_spec
+from rdg_platform.settings import Settings
 
 
 def unique_keyspace(prefix: str) -> str:
-    """``rdg_test_<prefix>_<8 hex>`` (valid CQL identifier, <= 48 chars)."""
+    """``<prefix>_<pid>_<8 hex>`` (valid CQL identifier, <= 48 chars)."""
     return f"{prefix[:30]}_{os.getpid() % 10000}_{uuid.uuid4().hex[:8]}".lower()
 
 
-def isolated_spec(keyspace: str, cfg: Settings | None = None,
+def isolated_spec(keyspace: str, settings: Settings,
                   namespaces: Mapping[str, Mapping[str, Any]] | None = None) -> GraphSpec:
-    """The packaged model with every namespace in ``keyspace`` (plus optional per-namespace overrides,
-    e.g. ``{"edge.plays": {"keyspace": "other"}}``)."""
-    base = cfg or settings()
+    """The packaged model on ``settings``' Cassandra with every namespace in ``keyspace`` (plus
+    optional per-namespace overrides, e.g. ``{"edge.plays": {"keyspace": "other"}}``)."""
     doc = yaml.safe_load(default_spec_path().read_text())
     if namespaces:
         doc["namespaces"] = {k: dict(v) for k, v in namespaces.items()}
-    return parse_spec(doc, dataclasses.replace(base, keyspace=keyspace))
+    return parse_spec(doc, dataclasses.replace(settings.spec_defaults(), keyspace=keyspace))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import typer
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from rdg_platform.cli.query import parse_hop
@@ -91,3 +92,40 @@ def test_group_by_replicas_keeps_keys_of_one_replica_set_together() -> None:
         assert 1 <= len(g) <= 2
         assert rk is not None and rk.decode() in g
         assert len({tuple(sorted(replicas(i.encode()))) for i in g}) == 1
+
+
+def test_page_tokens_are_opaque_and_checked() -> None:
+    from rdg_platform.kv import EdgeCursor
+    from rdg_platform.serving.shapes import BadPageTokenError, decode_token, page_cursor, page_token
+
+    for order, cursor in (("any", EdgeCursor("dev/1 é")), ("latest", EdgeCursor("dev/1 é", 1_700_000_000_123))):
+        tok = page_token(cursor, order)  # type: ignore[arg-type]
+        assert tok is not None and page_cursor(tok, order) == cursor  # type: ignore[arg-type]
+    assert page_token(None, "any") is None and page_cursor(None, "any") is None and page_cursor("", "latest") is None
+    tok = page_token(EdgeCursor("k"), "any")
+    assert tok is not None
+    with pytest.raises(BadPageTokenError, match="order=latest"):
+        page_cursor(tok, "latest")
+    for bad in ("!!!", "eyJ4IjoxfQ", "bnVsbA", "eyJvIjoibGF0ZXN0IiwiayI6MX0"):
+        with pytest.raises(BadPageTokenError):
+            page_cursor(bad, "latest")
+    with pytest.raises(BadPageTokenError):
+        decode_token("", "any")
+
+
+def test_client_sends_the_bearer_token_it_is_given() -> None:
+    """GraphClient against a real HTTP server that echoes the Authorization header it received."""
+    from rdg_platform.serving.client import GraphClient
+    from tests.support.serving import serve_in_thread
+
+    echo = FastAPI()
+
+    @echo.get("/healthz")
+    async def healthz(request: Request) -> dict[str, str | None]:
+        return {"authorization": request.headers.get("authorization")}
+
+    with serve_in_thread(echo) as url:
+        with GraphClient(url + "/", token="t0ken") as c:
+            assert c.health() == {"authorization": "Bearer t0ken"}
+        with GraphClient(url) as c:
+            assert c.health() == {"authorization": None}
