@@ -91,7 +91,9 @@ def generate(
         try:
             ensure_topics(AdminClient(client_config(s.kafka)), s.load_spec(), overrides=s.topics_file)
         except Exception as exc:  # KafkaException, timeouts, bad security settings: report, do not trace
-            typer.echo(f"error: cannot provision topics on {bs}: {exc}", err=True)
+            typer.echo(f"error: cannot provision topics on {bs}: {exc} (creating topics needs the admin role; "
+                       "with a producing role, create them with `rdg topics create` as admin and pass "
+                       "--no-ensure-topics)", err=True)
             raise typer.Exit(1) from exc
     try:
         summary = run_generator(cfg, s, rate=rate, quiet=quiet)

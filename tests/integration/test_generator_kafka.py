@@ -29,6 +29,7 @@ from rdg_platform.model import BadEventError, GraphSpec, map_event
 from rdg_platform.model.mapping import to_epoch_ms
 from rdg_platform.settings import Settings
 from rdg_platform.topology import ensure_topics
+from tests.support.session import as_role
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +69,8 @@ def run(services: object, cfg: Settings, spec: GraphSpec) -> tuple[GeneratorConf
     ensure_topics(cfg.kafka.bootstrap_servers, spec, admin_conf=client_config(cfg.kafka))
     gcfg = GeneratorConfig(members=25, seed=20260101, start_ms=int(time.time()) * 1000, duration_s=600.0,
                            bad_fraction=0.05, titles=40, games=8, id_prefix=f"it{uuid.uuid4().hex[:8]}-")
-    summary = run_generator(gcfg, cfg, track_offsets=True)
+    # Produced with the least privilege a producing service has (write source topics, use the registry).
+    summary = run_generator(gcfg, as_role(cfg, "upstream"), track_offsets=True)
     return gcfg, summary, _consume_ranges(cfg, summary.offsets)
 
 
