@@ -112,6 +112,18 @@ def write_private(path: Path, text: str) -> None:
         fh.write(text)
 
 
+def is_loopback(host: str) -> bool:
+    """True for loopback addresses and names (what a server without authentication may bind)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
     """True if something accepts TCP connections on host:port (cheap pre-check before a probe)."""
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from rdg_platform.local_services.base import Probe, Service, port_is_open
+from rdg_platform.local_services.base import Probe, Service, is_loopback, port_is_open
 from rdg_platform.local_services.fetch import APICURIO_VERSION
 
 REGISTRY_JVM_OPTS = [
@@ -46,6 +46,11 @@ class RegistryService(Service):
         return self.log_file
 
     def prepare(self, jars: Path) -> None:
+        if not is_loopback(self.bind_host):
+            raise RuntimeError(
+                f"RDG_REGISTRY_BIND_HOST={self.bind_host}: the local Apicurio registry has no authentication "
+                "(Apicurio 2.6 authenticates only through an OIDC server, which is not part of the local "
+                "setup), so it binds to loopback only; point RDG_REGISTRY_URL at a secured registry instead")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
 

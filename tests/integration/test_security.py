@@ -4,6 +4,7 @@ its job and nothing more (Kafka SCRAM + ACLs, Cassandra roles)."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 from cassandra import Unauthorized
@@ -13,15 +14,16 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from rdg_platform.kafka_client import client_config
-from rdg_platform.local_services.credentials import PRINCIPALS, Role, load_or_create, local_role_settings
-from rdg_platform.local_services.manager import ServiceManager
+from rdg_platform.local_services.credentials import PRINCIPALS, Role, load_or_create
+from rdg_platform.local_services.manager import ServiceError, ServiceManager
 from rdg_platform.settings import Settings
+from tests.support.session import as_role
 
 pytestmark = pytest.mark.integration
 
 
 def _kafka(cfg: Settings, role: Role) -> dict[str, str]:
-    return client_config(local_role_settings(cfg, role).kafka)
+    return client_config(as_role(cfg, role).kafka)
 
 
 def _produce(conf: dict[str, str], topic: str) -> KafkaError | None:
@@ -137,3 +139,26 @@ def test_secrets_stay_out_of_logs(cfg: Settings, services: ServiceManager) -> No
         text = p.read_text(errors="replace")
         leaked = [s[:4] + "…" for s in secrets if s in text]
         assert not leaked, f"{p} contains secrets {leaked}"
+
+
+def test_servers_listen_on_loopback_only(cfg: Settings, services: ServiceManager) -> None:
+    """The registry has no authentication (Apicurio 2.6 needs an OIDC server), so it must never listen
+    beyond loopback; Kafka and Cassandra listen where their own bind hosts say (loopback by default)."""
+    import psutil
+
+    for name in ("registry", "kafka", "cassandra"):
+        st = services.status([name])[name]
+        assert st.pid is not None
+        proc = psutil.Process(st.pid)
+        listening = [c.laddr for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        assert listening, f"{name} listens nowhere?"
+        assert all(a.ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1") for a in listening), (name, listening)
+
+
+def test_registry_refuses_a_non_loopback_bind_host(tmp_path: Path) -> None:
+    from tests.support.session import isolated_settings
+
+    s = isolated_settings(tmp_path / "state")
+    s = s.model_copy(update={"registry": s.registry.model_copy(update={"bind_host": "0.0.0.0"})})
+    with pytest.raises(ServiceError, match="RDG_REGISTRY_BIND_HOST=0.0.0.0.*loopback"):
+        ServiceManager(s).up(["registry"], timeout=30)
