@@ -144,6 +144,16 @@ class IcebergSettings(_Section):
     warehouse: str | None = Field(None, description="warehouse location; default: file:// under the state dir")
 
 
+class S3Settings(_Section):
+    """The S3-compatible object store of an ``s3://`` warehouse (S3Proxy locally, S3 in production)."""
+
+    endpoint: str | None = Field(None, description="S3 endpoint URL; default: AWS's")
+    access_key_id: str | None = Field(None, description="S3 access key id")
+    secret_access_key: SecretValue = Field(None, description="S3 secret access key")
+    region: str | None = Field(None, description="S3 region (set it for any non-AWS endpoint)")
+    path_style_access: bool | None = Field(None, description="path-style addressing (S3Proxy, MinIO-likes)")
+
+
 class SparkSettings(_Section):
     """Where Spark jobs (the namespace rebuild) run."""
 
@@ -172,6 +182,16 @@ class StreamingSettings(_Section):
         return self.processor_commit_s or max(1.0, 3 * self.dedup_window_s)
 
 
+class K8sSettings(_Section):
+    """Where the streaming apps and the API run on Kubernetes (Dagster's launcher, ``rdg k8s deploy``)."""
+
+    namespace: str = Field("rdg", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", description="namespace")
+    image: str = Field("rdg-platform:latest", description="the platform image the Deployments run")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="image pull policy")
+    kubeconfig: Path | None = Field(None, description="kubeconfig; default: in-cluster, else ~/.kube/config")
+
+
 class DagsterSettings(_Section):
     """The local Dagster webserver."""
 
@@ -190,8 +210,10 @@ SECTIONS: dict[str, type[_Section]] = {
     "cassandra": CassandraSettings,
     "api": ApiSettings,
     "iceberg": IcebergSettings,
+    "s3": S3Settings,
     "spark": SparkSettings,
     "streaming": StreamingSettings,
+    "k8s": K8sSettings,
     "dagster": DagsterSettings,
 }
 
@@ -233,8 +255,10 @@ class Settings(BaseSettings):
     cassandra: CassandraSettings = CassandraSettings()
     api: ApiSettings = ApiSettings()
     iceberg: IcebergSettings = IcebergSettings()
+    s3: S3Settings = S3Settings()
     spark: SparkSettings = SparkSettings()
     streaming: StreamingSettings = StreamingSettings()
+    k8s: K8sSettings = K8sSettings()
     dagster: DagsterSettings = DagsterSettings()
 
     _file_values: dict[str, str] = PrivateAttr(default_factory=dict)

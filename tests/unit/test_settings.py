@@ -150,3 +150,13 @@ def test_env_role_exports_that_roles_credentials(tmp_path: Path) -> None:
     assert again.kafka.sasl_username == "rdg_reader"
     bad = CliRunner().invoke(app, ["env", "--role", "root"], env={"RDG_STATE_DIR": str(state)})
     assert bad.exit_code == 2 and "upstream, app, reader, admin" in bad.output
+
+
+def test_deploy_values_use_the_settings_names() -> None:
+    names = set(setting_names())
+    for values in sorted((ROOT / "deploy" / "values").glob("*.yaml")):
+        doc = yaml.safe_load(values.read_text())
+        env = doc.get("platformEnv") or {}
+        assert env, f"{values.name} sets no platformEnv"
+        unknown = sorted(set(env) - names)
+        assert not unknown, f"{values.name}: {unknown} are not settings (see rdg_platform/settings.py)"
