@@ -1,9 +1,9 @@
 """Streaming benchmark: processor vs raw consumer, sink vs raw driver inserts, dedup suppression,
 freshness (loaded and idle), processor RSS through a soak, max sustained end-to-end rate.
 
-Every ratio is measured in the same run on this machine, against the shared local services
-(Kafka :9092, Cassandra :9042, registry :8081). The apps run as real supervised processes in an
-isolated keyspace with unique consumer groups (``rdg_platform.streaming.testing.local_pipeline``).
+Every ratio is measured in the same run on this machine, against the local services the RDG_*
+settings name. The apps run as real supervised processes in an isolated keyspace with unique
+consumer groups (``tests.support.streaming.local_pipeline``).
 Prints a markdown table.
 
     python benchmarks/bench_streaming.py --help
@@ -17,9 +17,12 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
+
+if TYPE_CHECKING:
+    from rdg_platform.settings import KafkaSettings, Settings
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -56,20 +59,21 @@ def bench_dedup(window_s: float, members: int, duration_s: float) -> dict[str, f
 
 
 def make_events(run: str, n: int, t0: int) -> list[tuple[str, str, dict[str, Any]]]:
-    from rdg_platform.streaming.testing import journey_events
+    from tests.support.streaming import journey_events
 
     per = 25  # events per account in journey_events(heartbeats=20): 1 login + 22 playback + 3 gaming
     return journey_events(run, t0, accounts=max(1, n // (per + 1)), heartbeats=20)[:n]
 
 
-def raw_consume_rate(bootstrap: str, topic: str, start: dict[int, int], end: dict[int, int],
+def raw_consume_rate(kafka: KafkaSettings, topic: str, start: dict[int, int], end: dict[int, int],
                      decode: Any = None) -> float:
     """confluent-kafka ``consume(1000)`` over the same offsets; with ``decode``, also the processor's
     Avro decode of every value (the like-for-like baseline: the same input work, no framework)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{uuid.uuid4().hex[:6]}",
-                  "enable.auto.commit": False})
+    from rdg_platform.kafka_client import client_config
+
+    c = Consumer(client_config(kafka, **{"group.id": f"bench-raw-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}))
     c.assign([TopicPartition(topic, p, o) for p, o in start.items() if end[p] > o])
     total = sum(end[p] - start[p] for p in start)
     n = 0
@@ -86,18 +90,21 @@ def raw_consume_rate(bootstrap: str, topic: str, start: dict[int, int], end: dic
     return n / el
 
 
-def quix_noop_rate(bootstrap: str, topic: str, start: dict[int, int], end: dict[int, int], state_dir: str) -> float:
+def quix_noop_rate(kafka: KafkaSettings, topic: str, start: dict[int, int], end: dict[int, int], state_dir: str) -> float:
     """A Quix Streams app doing nothing per message over the same offsets: the ceiling of any
     per-message Quix app on this machine (its consume loop alone)."""
     from confluent_kafka import Consumer, TopicPartition
     from quixstreams import Application
 
+    from rdg_platform.kafka_client import client_config
+    from rdg_platform.streaming.runtime import connection_config
+
     group = f"bench-noop-{uuid.uuid4().hex[:6]}"
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    c = Consumer(client_config(kafka, **{"group.id": group, "enable.auto.commit": False}))
     c.commit(offsets=[TopicPartition(topic, p, o) for p, o in start.items()], asynchronous=False)
     c.close()
     total = sum(end[p] - start[p] for p in start)
-    app = Application(broker_address=bootstrap, consumer_group=group, auto_offset_reset="latest",
+    app = Application(broker_address=connection_config(kafka), consumer_group=group, auto_offset_reset="latest",
                       loglevel="WARNING", state_dir=state_dir, use_changelog_topics=False, commit_interval=30)
     seen = {"n": 0, "t0": 0.0, "t1": 0.0}
 
@@ -114,10 +121,12 @@ def quix_noop_rate(bootstrap: str, topic: str, start: dict[int, int], end: dict[
     return (total - 1) / max(1e-9, seen["t1"] - seen["t0"])
 
 
-def watermarks(bootstrap: str, topic: str) -> dict[int, int]:
+def watermarks(kafka: KafkaSettings, topic: str) -> dict[int, int]:
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-wm"})
+    from rdg_platform.kafka_client import client_config
+
+    c = Consumer(client_config(kafka, **{"group.id": "bench-wm"}))
     md = c.list_topics(topic, timeout=10)
     out = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in md.topics[topic].partitions}
     c.close()
@@ -142,20 +151,20 @@ def wait_metric(port: int, name: str, target: float, timeout_s: float) -> tuple[
     raise TimeoutError(f"{name} did not reach {target} in {timeout_s}s")
 
 
-def bench_sink(cfg: Any, n: int) -> dict[str, float]:
+def bench_sink(cfg: Settings, n: int) -> dict[str, float]:
     """CassandraSink.write (chunked, retried, metered) vs raw execute_concurrent of the same UPSERTs."""
     from cassandra.concurrent import execute_concurrent
     from quixstreams.sinks import SinkBatch
 
     from rdg_platform.kv.graph_store import GraphStore
     from rdg_platform.kv.store import NODE_ITEM, KVStore
-    from rdg_platform.kv.testing import isolated_spec, unique_keyspace
     from rdg_platform.model import GraphRecord
     from rdg_platform.streaming.metrics import AppMetrics
     from rdg_platform.streaming.sink import CassandraSink
+    from tests.support.kv import isolated_spec, unique_keyspace
 
     spec = isolated_spec(unique_keyspace("rdg_bench_sink"), cfg)
-    store = GraphStore.from_spec(spec)
+    store = GraphStore.from_spec(spec, cfg.cassandra)
     store.ensure_schema()
     t0 = int(time.time() * 1000)
     try:
@@ -174,7 +183,7 @@ def bench_sink(cfg: Any, n: int) -> dict[str, float]:
         execute_concurrent(session, [(ps, p) for p in params], concurrency=128, raise_on_first_error=True)
         raw_rate = n / (time.perf_counter() - t)
 
-        sink = CassandraSink(store, AppMetrics("bench"), ensure_schema=False)
+        sink = CassandraSink(store, AppMetrics("bench"))
         batch = SinkBatch("graph.node.device", 0)
         for i, r in enumerate(recs("sink")):
             batch.append(r, r.id, t0, [], i)
@@ -199,12 +208,12 @@ def main() -> int:
     ap.add_argument("--freshness-samples", type=int, default=40)
     args = ap.parse_args()
 
-    from rdg_platform.config import settings
+    from rdg_platform.avro import AvroSerde, SchemaRegistry, topic_decoder
     from rdg_platform.kv.graph_store import GraphStore
-    from rdg_platform.avro import AvroSerde, topic_decoder
-    from rdg_platform.streaming.testing import expected_graph, local_pipeline, produce_events, wait_graph
+    from rdg_platform.settings import load_settings
+    from tests.support.streaming import expected_graph, local_pipeline, produce_events, wait_graph
 
-    cfg = settings()
+    cfg = load_settings()
     rows: list[tuple[str, str, str, str]] = []
 
     def log(msg: str) -> None:
@@ -220,12 +229,12 @@ def main() -> int:
     rows.append(("sink: CassandraSink.write vs raw prepared inserts", f"{s['ratio']:.2f}", "≥ 0.7",
                  f"{s['sink']:.0f}/s vs {s['raw']:.0f}/s ({args.sink_records} records)"))
 
-    serde = AvroSerde(cfg.registry_url)
+    serde = AvroSerde(SchemaRegistry.from_settings(cfg.registry))
     log("starting the pipeline ...")
     with local_pipeline(cfg, window_s=args.window_s, name="bench") as pipe:
-        store = GraphStore.from_spec(pipe.spec)
+        store = GraphStore.from_spec(pipe.spec, pipe.settings.cassandra)
         apps = {a.name: a for a in pipe.supervisor.status()}
-        bs = pipe.cfg.kafka_bootstrap
+        bs = pipe.settings.kafka
         t0 = int(time.time() * 1000)
 
         # --- processor vs raw consumer, same messages of member.playback
@@ -247,11 +256,12 @@ def main() -> int:
         rows.append(("processor: events/s per process vs raw confluent-kafka consume", f"{proc_rate / raw:.3f}",
                      "≥ 0.25", f"{proc_rate:.0f}/s vs {raw:.0f}/s ({len(evs)} events)"))
         # like for like: the same consume plus the processor's own Avro decode, in a plain loop
-        decode = topic_decoder(AvroSerde(cfg.registry_url, timestamps="millis"), "member.playback")
+        decode = topic_decoder(AvroSerde(SchemaRegistry.from_settings(cfg.registry), timestamps="millis"),
+                               "member.playback")
         raw_dec = raw_consume_rate(bs, "member.playback", start, end, decode)
         rows.append(("processor vs raw consume + the same Avro decode (plain loop)", f"{proc_rate / raw_dec:.3f}",
                      "report", f"{proc_rate:.0f}/s vs {raw_dec:.0f}/s"))
-        noop = quix_noop_rate(bs, "member.playback", start, end, str(pipe.cfg.state_dir / "bench-noop"))
+        noop = quix_noop_rate(bs, "member.playback", start, end, str(pipe.settings.state_dir / "bench-noop"))
         rows.append(("Quix Streams no-op app vs raw consume (per-message framework ceiling)", f"{noop / raw:.3f}",
                      "report", f"{noop:.0f}/s; processor = {proc_rate / noop:.2f} of it"))
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from rdg_platform.cli.context import settings
+
 apps_app = typer.Typer(help="Run the streaming apps (processors and Cassandra sinks) as supervised local "
                             "processes that restart on crash with backoff.", no_args_is_help=True)
 
@@ -19,7 +21,7 @@ def up(names: NamesArg = None) -> None:
     from rdg_platform.streaming.supervisor import AppSupervisor, SupervisorError, format_status
 
     try:
-        states = AppSupervisor().up(names)
+        states = AppSupervisor(settings()).up(names)
     except SupervisorError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -31,7 +33,7 @@ def down(names: NamesArg = None) -> None:
     """Stop every app (or the named ones) gracefully (each commits its checkpoint first)."""
     from rdg_platform.streaming.supervisor import AppSupervisor, format_status
 
-    typer.echo(format_status(AppSupervisor().down(names)))
+    typer.echo(format_status(AppSupervisor(settings()).down(names)))
 
 
 @apps_app.command("status")
@@ -39,7 +41,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     """Each app's state, pid, restarts, consumer lag and input rate (from its metrics endpoint)."""
     from rdg_platform.streaming.supervisor import AppSupervisor, format_status
 
-    states = AppSupervisor().status()
+    states = AppSupervisor(settings()).status()
     if as_json:
         typer.echo(json.dumps([s.to_dict() for s in states], indent=2))
     else:
@@ -51,7 +53,8 @@ def list_apps() -> None:
     """The app registry: name, kind, consumer group, input topics, metrics port."""
     from rdg_platform.streaming.apps import app_specs
 
-    for a in app_specs():
+    s = settings()
+    for a in app_specs(s.load_spec(), s.streaming, s.topics_file):
         typer.echo(f"{a.name:28} {a.kind:9} {a.consumer_group:34} :{a.metrics_port}  {', '.join(a.input_topics)}")
 
 

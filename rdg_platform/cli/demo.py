@@ -8,68 +8,53 @@ graph can be explored; ``rdg demo --stop`` stops what the demo started.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
-import psutil
 import typer
 
-from rdg_platform.config import Settings, settings
+from rdg_platform.cli.context import settings
+from rdg_platform.processes import PidFile, find, start_detached, stop
+from rdg_platform.settings import Settings
+
+if TYPE_CHECKING:
+    from rdg_platform.generator import GeneratorConfig
+    from rdg_platform.serving.client import GraphClient
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKGROUND = ("api", "dagster")
+STOP_GRACE_S = 20.0
 
 
-def _pid_file(cfg: Settings, name: str) -> Path:
-    return cfg.state_dir / "run" / f"demo-{name}.pid"
+def _pid_file(s: Settings, name: str) -> PidFile:
+    return PidFile(s.state_dir / "run" / f"demo-{name}.json")
 
 
-def _running(cfg: Settings, name: str) -> psutil.Process | None:
-    """The demo's background process ``name`` if its pid file still names a live process of ours."""
-    try:
-        pid_s, created_s = _pid_file(cfg, name).read_text().split()
-        proc = psutil.Process(int(pid_s))
-        if abs(proc.create_time() - float(created_s)) < 1.0:
-            return proc
-    except (OSError, ValueError, psutil.Error):
-        pass
-    return None
+def _log_file(s: Settings, name: str) -> Path:
+    return s.logs_dir / f"demo-{name}.log"
 
 
-def _start_background(cfg: Settings, name: str, cmd: list[str], env: dict[str, str]) -> int:
-    proc = _running(cfg, name)
+def _start_background(s: Settings, name: str, cmd: list[str]) -> int:
+    """Start one of the demo's background processes unless its pid file names a live one."""
+    pid_file = _pid_file(s, name)
+    proc = pid_file.process()
     if proc is not None:
         return int(proc.pid)
-    log = cfg.state_dir / "logs" / f"demo-{name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    _pid_file(cfg, name).parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                             cwd=str(ROOT), start_new_session=True)
-    _pid_file(cfg, name).write_text(f"{p.pid} {psutil.Process(p.pid).create_time()}")
-    return p.pid
+    env = {**s.child_env(), "PYTHONUNBUFFERED": "1"}
+    return start_detached(cmd, log_file=_log_file(s, name), env=env, cwd=ROOT, pid_file=pid_file).record.pid
 
 
-def _stop_background(cfg: Settings, name: str) -> bool:
-    proc = _running(cfg, name)
-    _pid_file(cfg, name).unlink(missing_ok=True)
-    if proc is None:
-        return False
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except OSError:
-        proc.terminate()
-    try:
-        proc.wait(20)
-    except psutil.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    return True
+def _stop_background(s: Settings, name: str) -> bool:
+    """Stop it (with its process group: the Dagster UI runs a webserver and a daemon)."""
+    pid_file = _pid_file(s, name)
+    proc = find(pid_file.read())
+    if proc is not None:
+        stop([proc], grace_s=STOP_GRACE_S)
+    pid_file.remove()
+    return proc is not None
 
 
 def _wait_http(url: str, timeout_s: float, what: str, log: Path) -> None:
@@ -85,14 +70,24 @@ def _wait_http(url: str, timeout_s: float, what: str, log: Path) -> None:
     raise typer.BadParameter(f"{what} did not answer on {url} within {timeout_s:.0f}s; log {log}:\n" + "\n".join(tail))
 
 
+def _dagster_url(s: Settings) -> str:
+    host = s.dagster.bind_host
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{s.dagster.port}"
+
+
 def _step(msg: str) -> None:
     typer.secho(f"==> {msg}", fg=typer.colors.CYAN, bold=True)
 
 
-def _print_journey(api_url: str, account_id: str) -> None:
+def _client(s: Settings) -> GraphClient:
     from rdg_platform.serving.client import GraphClient
 
-    with GraphClient(api_url) as client:
+    token = s.api.token
+    return GraphClient(s.api.base_url, None if token is None else token.get_secret_value())
+
+
+def _print_journey(s: Settings, account_id: str) -> None:
+    with _client(s) as client:
         account = client.node("account", account_id)
         typer.echo(f"account {account_id}: {account['properties'] if account else '(not yet in the graph)'}")
         for edge in ("logged_in_from", "streamed_from"):
@@ -120,19 +115,21 @@ def demo(
     rate: Annotated[float, typer.Option(help="Records per wall-clock second (0 = as fast as possible).")] = 500.0,
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 7,
     ui: Annotated[bool, typer.Option(help="Start the Dagster UI too.")] = True,
-    stop: Annotated[bool, typer.Option("--stop", help="Stop everything the demo started (apps, API, UI, services).")] = False,
+    stop_all: Annotated[bool, typer.Option("--stop", help="Stop everything the demo started (apps, API, UI, services).")] = False,
 ) -> None:
     """Run the platform end to end: services, topics, apps, graph API, Dagster UI and live events."""
+    from confluent_kafka.admin import AdminClient
+
+    from rdg_platform.avro import AvroSerde, SchemaRegistry
     from rdg_platform.generator import GeneratorConfig, run_generator
+    from rdg_platform.kafka_client import client_config
     from rdg_platform.kv.graph_store import GraphStore
-    from rdg_platform.model import default_spec
-    from rdg_platform.avro import AvroSerde
     from rdg_platform.local_services.manager import ServiceError, ServiceManager
     from rdg_platform.streaming.supervisor import AppSupervisor
     from rdg_platform.topology import ensure_topics
 
     cfg = settings()
-    if stop:
+    if stop_all:
         for name in BACKGROUND:
             typer.echo(f"{name}: {'stopped' if _stop_background(cfg, name) else 'not running'}")
         AppSupervisor(cfg).down()
@@ -148,14 +145,14 @@ def demo(
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 
-    spec = default_spec()
+    spec = cfg.load_spec()
     _step("2/6 topics, schemas and graph namespaces")
-    res = ensure_topics(cfg.kafka_bootstrap, spec)
+    res = ensure_topics(AdminClient(client_config(cfg.kafka)), spec, overrides=cfg.topics_file)
     typer.echo(f"topics: {len(res.created)} created, {len(res.altered)} realigned")
-    with AvroSerde(cfg.registry_url) as serde:
+    with AvroSerde(SchemaRegistry.from_settings(cfg.registry)) as serde:
         ids = serde.register_all(spec)
     typer.echo(f"schemas registered: {ids}")
-    store = GraphStore.from_spec(spec, cfg)
+    store = GraphStore.from_spec(spec, cfg.cassandra)
     try:
         store.ensure_schema()
     finally:
@@ -168,17 +165,17 @@ def demo(
         typer.echo(f"  {st.name}: {st.state} pid={st.pid}")
 
     _step("4/6 graph query service")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     rdg = str(Path(sys.executable).parent / "rdg")
-    _start_background(cfg, "api", [rdg, "serve"], env)
-    _wait_http(f"{cfg.api_url}/healthz", 60, "graph query service", cfg.state_dir / "logs" / "demo-api.log")
-    typer.echo(f"  {cfg.api_url}  (OpenAPI at {cfg.api_url}/docs)")
+    api_url = cfg.api.base_url
+    _start_background(cfg, "api", [rdg, "serve"])
+    _wait_http(f"{api_url}/healthz", 60, "graph query service", _log_file(cfg, "api"))
+    typer.echo(f"  {api_url}  (OpenAPI at {api_url}/docs)")
 
-    dagster_url = f"http://{cfg.host}:{cfg.dagster_port}"
+    dagster_url = _dagster_url(cfg)
     if ui:
         _step("5/6 Dagster UI (webserver + daemon)")
-        _start_background(cfg, "dagster", [rdg, "ui"], env)
-        _wait_http(f"{dagster_url}/server_info", 240, "Dagster UI", cfg.state_dir / "logs" / "demo-dagster.log")
+        _start_background(cfg, "dagster", [rdg, "ui"])
+        _wait_http(f"{dagster_url}/server_info", 240, "Dagster UI", _log_file(cfg, "dagster"))
         typer.echo(f"  {dagster_url}")
     else:
         _step("5/6 Dagster UI skipped (--no-ui)")
@@ -186,13 +183,13 @@ def demo(
     _step(f"6/6 sending {members} members' journeys ({duration:.0f} simulated seconds) at {rate or 'max'} records/s")
     gcfg = GeneratorConfig(members=members, seed=seed, start_ms=int(time.time() * 1000) - int(duration * 1000),
                            duration_s=duration)
-    summary = run_generator(gcfg, cfg.kafka_bootstrap, cfg.registry_url, rate=rate, quiet=not sys.stdout.isatty())
+    summary = run_generator(gcfg, cfg, rate=rate, quiet=not sys.stdout.isatty())
     typer.echo(summary.table())
 
     account_id, login_ms = _richest_account(gcfg)
     _wait_for_graph(cfg, account_id, login_ms)
     typer.secho(f"\nA live member journey (account {account_id}):", bold=True)
-    _print_journey(cfg.api_url, account_id)
+    _print_journey(cfg, account_id)
     typer.secho(f"\nThe demo is up ({time.monotonic() - t0:.0f}s). Explore:", bold=True)
     typer.echo(f"  rdg query node account {account_id}")
     typer.echo(f"  rdg query edges logged_in_from {account_id}")
@@ -203,20 +200,20 @@ def demo(
     typer.echo("  rdg demo --stop        (stop everything)")
 
 
-def _wait_for_graph(cfg: Any, account_id: str, login_ms: int, timeout_s: float = 180.0) -> None:
+def _wait_for_graph(cfg: Settings, account_id: str, login_ms: int, timeout_s: float = 180.0) -> None:
     """Wait until this run's last login of the showcased account is in the graph (its account node's
     ``last_seen_ts`` reaches ``login_ms``): the dedup window must flush and the
     sinks write, and apps started on topics holding earlier traffic first work through that backlog.
     Prints the apps' total consumer lag while waiting, and says what to do if it takes too long."""
-    from rdg_platform.serving.client import GraphAPIError, GraphClient
+    from rdg_platform.serving.client import GraphAPIError
     from rdg_platform.streaming.supervisor import AppSupervisor
 
-    window_s = float(os.environ.get("RDG_DEDUP_WINDOW_S", "10"))
+    window_s = cfg.streaming.dedup_window_s
     typer.echo(f"waiting for account {account_id} to reach the graph (dedup window {window_s:.0f}s, then the sinks) ...")
     sup = AppSupervisor(cfg)
     t0 = time.monotonic()
     last_report = t0
-    with GraphClient(cfg.api_url) as client:
+    with _client(cfg) as client:
         while True:
             try:
                 node = client.node("account", account_id)
@@ -239,7 +236,7 @@ def _wait_for_graph(cfg: Any, account_id: str, login_ms: int, timeout_s: float =
             time.sleep(1.0)
 
 
-def _richest_account(gcfg: Any) -> tuple[str, int]:
+def _richest_account(gcfg: GeneratorConfig) -> tuple[str, int]:
     """The first account the generator sent login, playback and gaming events for (the full story), and
     the event time of its last login in this run: the graph holds this run's data once the account's
     ``last_seen_ts`` (last-write-wins by event time) has reached it. Account ids repeat across runs, so

@@ -11,13 +11,12 @@ Consumer lag (:func:`consumer_lag`) is read with bounded Kafka timeouts so a cal
 (a sensor) never hangs on a broker that is down.
 """
 
-from rdg_platform.launcher.base import AppInfo, AppLauncher, AppStatus, LauncherError
+from rdg_platform.launcher.base import AppLauncher, AppStatus, LauncherError
 from rdg_platform.launcher.kubernetes import AppResources, KubernetesLauncher, build_deployment
 from rdg_platform.launcher.lag import LagReport, consumer_lag
 from rdg_platform.launcher.local import LocalProcessLauncher
 
 __all__ = [
-    "AppInfo",
     "AppLauncher",
     "AppResources",
     "AppStatus",

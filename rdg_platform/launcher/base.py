@@ -1,4 +1,8 @@
-"""The launcher protocol and the value types every launcher speaks."""
+"""The launcher protocol and the value types every launcher speaks.
+
+An app is described by :class:`rdg_platform.streaming.apps.AppSpec` (the streaming registry's own
+type); a launcher reports its health as :class:`AppStatus`.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from rdg_platform.streaming.apps import AppSpec
+
 
 class LauncherError(RuntimeError):
     """A deploy/scale/stop could not be carried out (unknown app, API error, supervisor error)."""
-
-
-@dataclass(frozen=True)
-class AppInfo:
-    """What the control plane needs to know about one streaming app.
-
-    ``partitions`` is the partition count of its input topic(s): more replicas than that would sit
-    idle in the consumer group, so launchers cap replicas at it. ``command`` is how one replica is
-    started inside the image (Kubernetes); the local launcher leaves starting to the supervisor.
-    """
-
-    name: str
-    consumer_group: str
-    input_topics: tuple[str, ...]
-    partitions: int
-    command: tuple[str, ...] = ()
-    kind: str = "processor"
 
 
 @dataclass
@@ -63,7 +52,7 @@ class AppLauncher(Protocol):
 
     kind: str
 
-    def apps(self) -> list[AppInfo]: ...
+    def apps(self) -> list[AppSpec]: ...
 
     def deploy(self, names: Sequence[str] | None = None) -> list[AppStatus]: ...
 
@@ -76,7 +65,7 @@ class AppLauncher(Protocol):
     def restart(self, name: str) -> AppStatus: ...
 
 
-def select_apps(known: Sequence[AppInfo], names: Sequence[str] | None) -> list[AppInfo]:
+def select_apps(known: Sequence[AppSpec], names: Sequence[str] | None) -> list[AppSpec]:
     """The apps named (all when ``names`` is empty/None); an unknown name is an error, not a no-op."""
     if not names:
         return list(known)
@@ -87,7 +76,7 @@ def select_apps(known: Sequence[AppInfo], names: Sequence[str] | None) -> list[A
     return [by_name[n] for n in names]
 
 
-def cap_replicas(app: AppInfo, replicas: int) -> int:
+def cap_replicas(app: AppSpec, replicas: int) -> int:
     """Replicas a launcher will actually run: 0..partitions (a consumer per partition at most)."""
     if replicas < 0:
         raise LauncherError(f"replicas must be >= 0, got {replicas}")

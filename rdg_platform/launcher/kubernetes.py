@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rdg_platform.launcher.base import AppInfo, AppStatus, LauncherError, cap_replicas, select_apps
+from rdg_platform.launcher.base import AppStatus, LauncherError, cap_replicas, select_apps
+from rdg_platform.streaming.apps import AppSpec
 
 PART_OF = "rdg-platform"
 APP_LABEL = "rdg.io/app"
@@ -65,7 +66,7 @@ class KubernetesConfig:
         return self.app_resources.get(app, self.default_resources)
 
 
-def build_deployment(app: AppInfo, cfg: KubernetesConfig, replicas: int | None = None) -> dict[str, Any]:
+def build_deployment(app: AppSpec, cfg: KubernetesConfig, replicas: int | None = None) -> dict[str, Any]:
     """The Deployment manifest (a plain dict, apps/v1) for one app."""
     res = cfg.resources_for(app.name)
     n = cap_replicas(app, res.replicas if replicas is None else replicas)
@@ -82,7 +83,7 @@ def build_deployment(app: AppInfo, cfg: KubernetesConfig, replicas: int | None =
         "name": "app",
         "image": cfg.image,
         "imagePullPolicy": cfg.image_pull_policy,
-        "command": list(app.command) or ["rdg", "apps", "run", app.name],
+        "command": list(app.command),
         "env": env + [{"name": "RDG_APP_NAME", "value": app.name},
                       {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "resources": {"requests": {"cpu": res.cpu_request, "memory": res.memory_request},
@@ -118,7 +119,7 @@ class KubernetesLauncher:
 
     kind = "kubernetes"
 
-    def __init__(self, apps: Sequence[AppInfo], config: KubernetesConfig | None = None,
+    def __init__(self, apps: Sequence[AppSpec], config: KubernetesConfig | None = None,
                  api_client: Any | None = None, kubeconfig: str | None = None,
                  context: str | None = None) -> None:
         self._apps = list(apps)
@@ -127,7 +128,7 @@ class KubernetesLauncher:
         self._kubeconfig = kubeconfig
         self._context = context
 
-    def apps(self) -> list[AppInfo]:
+    def apps(self) -> list[AppSpec]:
         return list(self._apps)
 
     def manifests(self, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -205,7 +206,7 @@ class KubernetesLauncher:
     def status(self) -> list[AppStatus]:
         return self._statuses(self._apps)
 
-    def _statuses(self, apps: Sequence[AppInfo]) -> list[AppStatus]:
+    def _statuses(self, apps: Sequence[AppSpec]) -> list[AppStatus]:
         api = self._apps_api()
         found = self._call("list deployments", api.list_namespaced_deployment, self.config.namespace,
                            label_selector=f"app.kubernetes.io/part-of={PART_OF}")

@@ -15,6 +15,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from rdg_platform.kafka_client import client_config
+from rdg_platform.settings import KafkaSettings
+
 
 @dataclass
 class LagReport:
@@ -30,7 +33,7 @@ class LagReport:
                 "lag_read_s": round(self.elapsed_s, 3)}
 
 
-def consumer_lag(bootstrap: str, group: str, topics: Sequence[str], timeout_s: float = 3.0) -> LagReport:
+def consumer_lag(kafka: KafkaSettings, group: str, topics: Sequence[str], timeout_s: float = 3.0) -> LagReport:
     """Total and per-partition lag of ``group`` on ``topics``, within about ``timeout_s`` seconds."""
     started = time.monotonic()
     deadline = started + timeout_s
@@ -39,9 +42,9 @@ def consumer_lag(bootstrap: str, group: str, topics: Sequence[str], timeout_s: f
     def left() -> float:
         return max(0.2, deadline - time.monotonic())
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                  "socket.timeout.ms": int(timeout_s * 1000), "session.timeout.ms": 6000,
-                  "socket.connection.setup.timeout.ms": int(timeout_s * 1000)})
+    c = Consumer(client_config(kafka, **{
+        "group.id": group, "enable.auto.commit": False, "socket.timeout.ms": int(timeout_s * 1000),
+        "session.timeout.ms": 6000, "socket.connection.setup.timeout.ms": int(timeout_s * 1000)}))
     try:
         tps: list[TopicPartition] = []
         for topic in topics:

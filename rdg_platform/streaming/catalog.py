@@ -20,6 +20,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from rdg_platform.kafka_client import client_config
+from rdg_platform.settings import KafkaSettings
+
 log = logging.getLogger(__name__)
 
 Decoder = Callable[[str, bytes], Mapping[str, Any]]
@@ -28,9 +31,9 @@ Decoder = Callable[[str, bytes], Mapping[str, Any]]
 class CatalogTable:
     """Latest record per (topic, key) of the side-input topics, kept current by a daemon thread."""
 
-    def __init__(self, bootstrap: str, topics: Sequence[str], decode: Decoder,
+    def __init__(self, kafka: KafkaSettings, topics: Sequence[str], decode: Decoder,
                  key_fields: Mapping[str, str] | None = None) -> None:
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.topics = list(topics)
         self._decode = decode
         self._key_fields = dict(key_fields or {})
@@ -77,9 +80,9 @@ class CatalogTable:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "rdg-catalog-table-unused",
-                             "enable.auto.commit": False, "enable.partition.eof": False,
-                             "auto.offset.reset": "earliest"})
+        consumer = Consumer(client_config(self.kafka, **{
+            "group.id": "rdg-catalog-table-unused", "enable.auto.commit": False, "enable.partition.eof": False,
+            "auto.offset.reset": "earliest"}))
         try:
             tps: list[TopicPartition] = []
             targets: dict[tuple[str, int], int] = {}

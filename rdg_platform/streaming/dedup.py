@@ -25,7 +25,7 @@ Pure and clock-injected (``now`` is a parameter) so the semantics are unit-teste
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rdg_platform.model.lww import KeyState, state_of
@@ -133,13 +133,3 @@ class DedupBuffer:
             out.extend(self._close(e))
         self._entries.clear()
         return out
-
-    def next_deadline(self) -> float | None:
-        for e in self._entries.values():
-            return e.deadline
-        return None
-
-    def __iter__(self) -> Iterator[GraphRecord]:
-        """The records each buffered key would emit now (read-only view)."""
-        for e in self._entries.values():
-            yield from e.state.records()

@@ -10,7 +10,7 @@ list of rows per event: Quix Streams runs its loop once per message, so framewor
 are the processor's main fixed cost.
 
 Bad input never crashes the app: undecodable bytes, unknown or foreign schema ids, missing required
-fields and unmappable values go to ``<topic>.dlq`` with the original bytes, the reason and the
+fields and unmappable values go to the topic's DLQ (:mod:`rdg_platform.streaming.dlq`) with the original bytes, the reason and the
 source coordinates in headers; any *unexpected* exception on one record is caught by
 ``on_processing_error`` and dead-lettered the same way (reason ``processing_error``).
 
@@ -23,7 +23,12 @@ produced record (graph and DLQ). So a committed source offset always means its r
 Kafka: a crash loses only uncommitted work, which is re-read and re-emitted (duplicates are harmless:
 sink writes are idempotent, last-write-wins by event time). The flush at a checkpoint cuts the
 windows open at that moment short, so checkpoints are spaced several windows apart
-(``RDG_PROCESSOR_COMMIT_S``, default 3 windows; see :mod:`rdg_platform.streaming.apps`).
+(``RDG_STREAMING_PROCESSOR_COMMIT_S``, default 3 windows).
+
+Why three windows: each checkpoint must first emit every buffered key, which cuts the windows open at
+that moment short; with a commit every window, every key's window was cut (to half a window on
+average). Three windows per commit leaves two thirds of the windows whole. The cost: up to that much
+input is re-read after a crash (re-emitted records are idempotent writes).
 """
 
 from __future__ import annotations
@@ -32,10 +37,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import orjson as _orjson
-from quixstreams.context import message_context
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import HeadersTuples
 from quixstreams.sinks import BaseSink
@@ -43,71 +47,17 @@ from quixstreams.sinks import BaseSink
 from rdg_platform.model.mapping import BadEventError, GraphRecord, Lookup, MappedRow, compile_mapping
 from rdg_platform.model.spec import GraphSpec
 from rdg_platform.streaming.dedup import DedupBuffer
+from rdg_platform.streaming.dlq import DeadLetters, ProducerLike, produce
 from rdg_platform.streaming.metrics import AppMetrics
-from rdg_platform.streaming.runtime import (
-    DLQ_HEADER_APP,
-    DLQ_HEADER_DETAIL,
-    DLQ_HEADER_OFFSET,
-    DLQ_HEADER_PARTITION,
-    DLQ_HEADER_REASON,
-    DLQ_HEADER_TOPIC,
-)
+
+if TYPE_CHECKING:
+    from rdg_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # (topic, raw bytes) -> decoded event; raises an exception with a ``reason`` attribute on bad input
-# (rdg_platform.serde.DecodeError) - any exception is treated as undecodable.
+# (rdg_platform.avro.DecodeError) - any exception is treated as undecodable.
 Decode = Callable[[str, bytes], Mapping[str, Any]]
-
-
-class ProducerLike(Protocol):
-    """The subset of ``confluent_kafka.Producer`` the processor uses (a list in unit tests)."""
-
-    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
-                headers: list[tuple[str, bytes]] | None = None, on_delivery: Any = None) -> None: ...
-
-    def poll(self, timeout: float = ...) -> int: ...
-
-    def flush(self, timeout: float = ...) -> int: ...
-
-
-class DeadLetters:
-    """Sends a bad record to ``<topic>.dlq``: original key and bytes, reason and coordinates in headers."""
-
-    def __init__(self, producer: ProducerLike, app: str, metrics: AppMetrics, errors: list[str] | None = None) -> None:
-        self.producer = producer
-        self.app = app
-        self.metrics = metrics
-        self.errors = errors if errors is not None else []
-
-    def send(self, topic: str, reason: str, detail: str, raw: bytes | None, key: Any,
-             partition: int | None = None, offset: int | None = None) -> None:
-        if partition is None or offset is None:
-            ctx = message_context()
-            if ctx is not None:
-                partition, offset = ctx.partition, ctx.offset
-        headers = [(DLQ_HEADER_REASON, reason.encode()), (DLQ_HEADER_DETAIL, detail[:1000].encode("utf-8", "replace")),
-                   (DLQ_HEADER_TOPIC, topic.encode()), (DLQ_HEADER_PARTITION, str(partition).encode()),
-                   (DLQ_HEADER_OFFSET, str(offset).encode()), (DLQ_HEADER_APP, self.app.encode())]
-        k = key.encode() if isinstance(key, str) else key
-        _produce(self.producer, f"{topic}.dlq", raw, k, headers, self._on_delivery)
-        self.metrics.dlq.labels(self.app, topic, reason).inc()
-        log.info("dead-lettered %s[%s]@%s: %s: %s", topic, partition, offset, reason, detail)
-
-    def _on_delivery(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self.errors.append(f"DLQ delivery failed: {err}")
-
-
-def _produce(producer: ProducerLike, topic: str, value: bytes | None, key: bytes | None,
-             headers: list[tuple[str, bytes]] | None, on_delivery: Any) -> None:
-    """Produce, waiting for room when librdkafka's local queue is full (never drop)."""
-    while True:
-        try:
-            producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
-            return
-        except BufferError:
-            producer.poll(0.1)
 
 
 class ProcessorSteps:
@@ -273,7 +223,7 @@ class GraphEmitSink(BaseSink):
         out = self._out
         on_delivery = self._on_delivery
         for r in records:
-            _produce(producer, r.topic, _orjson.dumps(r.to_dict()), r.id.encode(), None, on_delivery)
+            produce(producer, r.topic, _orjson.dumps(r.to_dict()), r.id.encode(), None, on_delivery)
             child = out.get((r.kind, r.type))
             if child is None:
                 child = out[(r.kind, r.type)] = self.metrics.records_out.labels(self.app, r.kind, r.type)
@@ -297,37 +247,31 @@ class GraphEmitSink(BaseSink):
             raise RuntimeError(f"{len(errs)} records failed delivery (first: {errs[0]}); not committing offsets")
 
 
-def run_processor(app_name: str) -> None:
+def run_processor(settings: Settings, app_name: str) -> None:
     """Run one processor app until SIGTERM/SIGINT (what ``python -m rdg_platform.streaming run`` calls)."""
     from confluent_kafka import Producer
-    from quixstreams import Application
     from quixstreams.models import Row
 
-    from rdg_platform.config import settings
-    from rdg_platform.avro import AvroSerde, topic_decoder
-    from rdg_platform.streaming.apps import GRAPH_TOPIC_PARTITIONS, StreamingConfig, get_app
+    from rdg_platform.avro import AvroSerde, SchemaRegistry, topic_decoder
+    from rdg_platform.streaming.apps import app_specs, get_app
     from rdg_platform.streaming.catalog import CatalogTable
-    from rdg_platform.streaming.runtime import LagTracker, ensure_topics, producer_config
+    from rdg_platform.streaming.runtime import LagTracker, make_application, producer_config, provision_topics
+    from rdg_platform.topology import graph_topic
 
-    cfg = settings()
-    scfg = StreamingConfig.from_env()
-    spec = scfg.spec()
-    app_spec = get_app(app_name, spec, cfg, scfg)
+    spec = settings.load_spec()
+    app_spec = get_app(app_specs(spec, settings.streaming, settings.topics_file), app_name)
     topic = app_spec.source_topic
     if app_spec.kind != "processor" or topic is None:
         raise ValueError(f"{app_name} is not a processor app")
     metrics = AppMetrics(app_name)
-    metrics.serve(app_spec.metrics_port)
-    bootstrap = cfg.kafka_bootstrap
+    if app_spec.metrics_port is not None:
+        metrics.serve(app_spec.metrics_port, settings.streaming.metrics_bind_host)
+    provision_topics(settings, spec)
 
     mapping = spec.mappings[topic]
-    out_topics = {r.type: r.kind for r in mapping.records}
-    ensure_topics(bootstrap, {**{f"graph.{k}.{t}": GRAPH_TOPIC_PARTITIONS for t, k in out_topics.items()},
-                              f"{topic}.dlq": 1})
-
     # Timestamps as epoch-ms ints: the mapping wants epoch ms anyway, and building an aware datetime
     # per timestamp field (then converting it back) was a measurable share of decoding.
-    serde = AvroSerde(cfg.registry_url, timestamps="millis")
+    serde = AvroSerde(SchemaRegistry.from_settings(settings.registry), timestamps="millis")
 
     side_topics = sorted({e.topic for e in mapping.enrich.values()})
     decoders = {t: topic_decoder(serde, t) for t in (topic, *side_topics)}
@@ -335,18 +279,17 @@ def run_processor(app_name: str) -> None:
     def decode(t: str, data: bytes) -> Mapping[str, Any]:
         return decoders[t](data)
 
-    table = CatalogTable(bootstrap, side_topics, decode,
-                         {t: spec.sources[t].key for t in side_topics}).start()
+    table = CatalogTable(settings.kafka, side_topics, decode, {t: spec.sources[t].key for t in side_topics}).start()
     if side_topics and not table.wait_ready(120):
         log.warning("catalog table not caught up after 120 s; starting anyway (enrichment may lag)")
 
     # Only failed deliveries call back into Python (the callbacks only record errors); flush() still
     # waits for every acknowledgement.
-    producer = Producer(producer_config(bootstrap, **{"client.id": app_name, "delivery.report.only.error": True}))
+    producer = Producer(producer_config(settings.kafka, **{"client.id": app_name, "delivery.report.only.error": True}))
     errors: list[str] = []
     dlq = DeadLetters(producer, app_name, metrics, errors)
-    sink = GraphEmitSink(producer, metrics, scfg.window_s, dead_letter_errors=errors)
-    lag = LagTracker(bootstrap, [topic], metrics).start()
+    sink = GraphEmitSink(producer, metrics, settings.streaming.dedup_window_s, dead_letter_errors=errors)
+    lag = LagTracker(settings.kafka, [topic], metrics).start()
 
     def on_processing_error(exc: Exception, row: Row | None, logger: logging.Logger) -> bool:
         # One record failed in an unexpected way: dead-letter it and keep going (never crash on data).
@@ -357,25 +300,12 @@ def run_processor(app_name: str) -> None:
         dlq.send(topic, "processing_error", f"{type(exc).__name__}: {exc}", raw, row.key, row.partition, row.offset)
         return True
 
-    app = Application(
-        broker_address=bootstrap,
-        consumer_group=app_spec.consumer_group,
-        auto_offset_reset=scfg.offset_reset,  # type: ignore[arg-type]
-        commit_interval=scfg.processor_commit_s,
-        on_processing_error=on_processing_error,
-        on_message_processed=lag.on_processed,
-        state_dir=str(cfg.state_dir / "apps" / "quix" / app_name),
-        use_changelog_topics=False,
-        loglevel="WARNING",
-        # A crashed replica's partitions move to its replacement after the session timeout: keep it
-        # short so a kill -9 costs seconds, not librdkafka's default 45 s.
-        consumer_extra_config={"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000},
-        producer_extra_config={"linger.ms": 5},
-    )
+    app = make_application(settings, app_spec, on_message_processed=lag.on_processed,
+                           on_processing_error=on_processing_error, producer_extra_config={"linger.ms": 5})
     sdf = app.dataframe(app.topic(topic, value_deserializer="bytes", key_deserializer="bytes"))
     build_pipeline(sdf, spec, topic, decode=decode, lookup=table.get, dead_letters=dlq, metrics=metrics, sink=sink)
-    log.info("processor %s: %s -> %s (window %.1fs, group %s)", app_name, topic, sorted(out_topics),
-             scfg.window_s, app_spec.consumer_group)
+    log.info("processor %s: %s -> %s (window %.1fs, group %s)", app_name, topic,
+             sorted({graph_topic(r.kind, r.type) for r in mapping.records}), settings.streaming.dedup_window_s, app_spec.consumer_group)
     try:
         app.run()
     finally:

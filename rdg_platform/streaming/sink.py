@@ -1,8 +1,8 @@
 """Sink apps: graph topics -> Cassandra through the KV layer, at-least-once.
 
 :class:`CassandraSink` follows the shape of Quix Streams' own batching sinks
-(``quixstreams.sinks.community.*``): ``setup()`` opens the session, creates the schema if needed and
-validates the connection; ``write(batch)`` sends the batch in chunks of prepared, idempotent upserts
+(``quixstreams.sinks.community.*``): ``setup()`` validates the connection (the tables are provisioned
+beforehand, see :mod:`rdg_platform.kv.schema`); ``write(batch)`` sends the batch in chunks of prepared, idempotent upserts
 (``GraphStore.write``: concurrent, ``USING TIMESTAMP`` = event time) with bounded retries, then raises
 ``SinkBackpressureError``. Quix calls ``write`` from the checkpoint *before* committing offsets, so
 offsets are committed only after Cassandra acknowledged every record of the checkpoint. On
@@ -17,13 +17,21 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from quixstreams.context import message_context
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
+from rdg_platform.kv import GraphStore
 from rdg_platform.model.mapping import BadEventError, GraphRecord
 from rdg_platform.streaming.metrics import AppMetrics
+
+if TYPE_CHECKING:
+    from rdg_platform.settings import Settings
+
+# (source topic, reason, detail, raw bytes, key) -> the record is dead-lettered
+DeadLetter = Callable[[str, str, str, bytes | None, Any], None]
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +39,8 @@ log = logging.getLogger(__name__)
 class CassandraSink(BatchingSink):
     """Writes :class:`GraphRecord` values to the graph namespaces (``GraphStore``)."""
 
-    def __init__(self, store: Any, metrics: AppMetrics, *, chunk_size: int = 500, max_retries: int = 3,
-                 retry_backoff_s: float = 0.5, backpressure_retry_s: float = 5.0, ensure_schema: bool = True,
+    def __init__(self, store: GraphStore, metrics: AppMetrics, *, chunk_size: int = 500, max_retries: int = 3,
+                 retry_backoff_s: float = 0.5, backpressure_retry_s: float = 5.0,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__()
         if chunk_size < 1:
@@ -44,21 +52,13 @@ class CassandraSink(BatchingSink):
         self.max_retries = max_retries
         self.retry_backoff_s = retry_backoff_s
         self.backpressure_retry_s = backpressure_retry_s
-        self._ensure_schema = ensure_schema
         self._clock = clock
         self._sleep = sleep
 
     def setup(self) -> None:
-        """Create the namespaces' tables if absent and prove the cluster answers (fail fast at start)."""
-        if self._ensure_schema:
-            self.store.ensure_schema()
-        probe = getattr(self.store, "ping", None)
-        if callable(probe):
-            probe()
-        else:
-            kv = self.store.kv
-            for cluster in {ns.cluster for ns in self.store.spec.namespaces.values()}:
-                kv.registry.session(cluster).execute("SELECT release_version FROM system.local")
+        """Prove Cassandra answers before consuming (fail fast at start). The tables are provisioned
+        beforehand (:mod:`rdg_platform.kv.schema`), never created by a writer."""
+        self.store.ping()
 
     def write(self, batch: SinkBatch) -> None:
         for chunk in batch.iter_chunks(self.chunk_size):
@@ -89,17 +89,15 @@ class CassandraSink(BatchingSink):
 class SinkSteps:
     """Parse graph-topic JSON into :class:`GraphRecord`; a malformed record is dead-lettered."""
 
-    def __init__(self, metrics: AppMetrics, dead_letter: Callable[[str, str, str, bytes | None, Any], None],
-                 known_types: set[tuple[str, str]]) -> None:
+    def __init__(self, metrics: AppMetrics, dead_letter: DeadLetter, known_types: set[tuple[str, str]]) -> None:
         self.metrics = metrics
         self.dead_letter = dead_letter
         self.known = known_types
         self.app = metrics.app
 
     def parse(self, value: Any, key: Any, timestamp: int, headers: Any) -> GraphRecord | None:
-        from quixstreams.context import message_context
-
-        topic = message_context().topic if message_context() is not None else "?"
+        ctx = message_context()
+        topic = ctx.topic if ctx is not None else "?"
         self.metrics.records_in.labels(self.app, topic).inc()
         self.metrics.rate.add()
         try:
@@ -132,30 +130,25 @@ def build_sink_pipeline(sdf: StreamingDataFrame, steps: SinkSteps, sink: Batchin
     return sdf
 
 
-def run_sink(app_name: str) -> None:
+def run_sink(settings: Settings, app_name: str) -> None:
     """Run one sink app (one group of namespaces) until SIGTERM/SIGINT."""
     from confluent_kafka import Producer
-    from quixstreams import Application
 
-    from rdg_platform.config import settings
-    from rdg_platform.kv.graph_store import GraphStore
-    from rdg_platform.streaming.apps import GRAPH_TOPIC_PARTITIONS, StreamingConfig, get_app
-    from rdg_platform.streaming.processor import DeadLetters
-    from rdg_platform.streaming.runtime import LagTracker, ensure_topics, producer_config
+    from rdg_platform.streaming.apps import app_specs, get_app
+    from rdg_platform.streaming.dlq import DeadLetters
+    from rdg_platform.streaming.runtime import LagTracker, make_application, producer_config, provision_topics
 
-    cfg = settings()
-    scfg = StreamingConfig.from_env()
-    spec = scfg.spec()
-    app_spec = get_app(app_name, spec, cfg, scfg)
+    spec = settings.load_spec()
+    app_spec = get_app(app_specs(spec, settings.streaming, settings.topics_file), app_name)
     if app_spec.kind != "sink":
         raise ValueError(f"{app_name} is not a sink app")
     metrics = AppMetrics(app_name)
-    metrics.serve(app_spec.metrics_port)
-    bootstrap = cfg.kafka_bootstrap
+    if app_spec.metrics_port is not None:
+        metrics.serve(app_spec.metrics_port, settings.streaming.metrics_bind_host)
     topics = list(app_spec.input_topics)
-    ensure_topics(bootstrap, {**dict.fromkeys(topics, GRAPH_TOPIC_PARTITIONS), **{f"{t}.dlq": 1 for t in topics}})
+    provision_topics(settings, spec)
 
-    producer = Producer(producer_config(bootstrap, **{"client.id": app_name}))
+    producer = Producer(producer_config(settings.kafka, **{"client.id": app_name}))
     dlq = DeadLetters(producer, app_name, metrics)
 
     def dead_letter(topic: str, reason: str, detail: str, raw: bytes | None, key: Any) -> None:
@@ -165,26 +158,12 @@ def run_sink(app_name: str) -> None:
     known: set[tuple[str, str]] = {(ns.kind, ns.type) for n, ns in spec.namespaces.items()
                                    if n in app_spec.namespaces}
     steps = SinkSteps(metrics, dead_letter, known)
-    store = GraphStore.from_spec(spec)
-    sink = CassandraSink(store, metrics, chunk_size=scfg.sink_chunk, max_retries=scfg.sink_retries,
-                         backpressure_retry_s=scfg.backpressure_retry_s)
-    lag = LagTracker(bootstrap, topics, metrics).start()
-    app = Application(
-        broker_address=bootstrap,
-        consumer_group=app_spec.consumer_group,
-        auto_offset_reset=scfg.offset_reset,  # type: ignore[arg-type]
-        commit_interval=scfg.sink_commit_s,
-        # The checkpoint (= the Cassandra write) is only checked between polls: with Quix's default
-        # 1 s poll timeout an idle pipeline's last batch waited up to a second past the interval.
-        consumer_poll_timeout=0.1,
-        on_message_processed=lag.on_processed,
-        state_dir=str(cfg.state_dir / "apps" / "quix" / app_name),
-        use_changelog_topics=False,
-        loglevel="WARNING",
-        # A crashed replica's partitions move to its replacement after the session timeout: keep it
-        # short so a kill -9 costs seconds, not librdkafka's default 45 s.
-        consumer_extra_config={"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000},
-    )
+    store = GraphStore.from_spec(spec, settings.cassandra)
+    s = settings.streaming
+    sink = CassandraSink(store, metrics, chunk_size=s.sink_chunk, max_retries=s.sink_retries,
+                         backpressure_retry_s=s.sink_backpressure_s)
+    lag = LagTracker(settings.kafka, topics, metrics).start()
+    app = make_application(settings, app_spec, on_message_processed=lag.on_processed)
     for t in topics:
         sdf = app.dataframe(app.topic(t, value_deserializer="bytes", key_deserializer="str"))
         build_sink_pipeline(sdf, steps, sink)

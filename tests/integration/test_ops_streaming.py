@@ -22,6 +22,9 @@ from rdg_platform.assets.streaming_control import (
 )
 from rdg_platform.assets.streaming_control.resource import StreamingLauncherResource
 from rdg_platform.launcher.base import AppStatus
+from rdg_platform.launcher.local import LocalProcessLauncher
+from rdg_platform.settings import Settings, load_settings
+from tests.support.streaming import free_port_block
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +45,13 @@ def _wait(res: StreamingLauncherResource, app: str, running: bool, timeout: floa
 
 
 @pytest.fixture
-def launcher_resource(services: object, tmp_path: Path) -> Iterator[StreamingLauncherResource]:
-    res = StreamingLauncherResource(kind="local", state_dir=str(tmp_path / "state"), lag_timeout_s=2.0)
+def launcher_resource(services: object, cfg: Settings, tmp_path: Path) -> Iterator[StreamingLauncherResource]:
+    """The session's services; a state dir, consumer groups and metrics ports of this test's own."""
+    env = cfg.child_env(base={})
+    env.update({"RDG_STATE_DIR": str(tmp_path / "state"), "RDG_STREAMING_GROUP_PREFIX": f"rdgtest-ops-{tmp_path.name}",
+                "RDG_STREAMING_METRICS_BASE_PORT": str(free_port_block(len(APPS))),
+                "RDG_STREAMING_OFFSET_RESET": "latest"})
+    res = StreamingLauncherResource(load_settings(env), kind="local", lag_timeout_s=2.0)
     yield res
     res.launcher().stop()
 
@@ -68,7 +76,10 @@ def test_sensor_restarts_a_killed_app(launcher_resource: StreamingLauncherResour
 
     # Kill the app AND its watchdog (a killed child alone is restarted by the watchdog itself, with
     # backoff; with the watchdog gone only the control plane can bring the app back).
-    state = launcher_resource.launcher().supervisor.read_state(app)  # type: ignore[attr-defined]
+    launcher = launcher_resource.launcher()
+    assert isinstance(launcher, LocalProcessLauncher)
+    state = launcher.supervisor.read_state(app)
+    assert state.supervisor_pid is not None
     os.kill(state.supervisor_pid, signal.SIGKILL)
     os.kill(old_pid, signal.SIGKILL)
     dead = _wait(launcher_resource, app, running=False, timeout=30)

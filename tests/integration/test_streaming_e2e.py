@@ -14,16 +14,20 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from rdg_platform.config import Settings
+from rdg_platform.avro import AvroSerde, SchemaRegistry
+from rdg_platform.kafka_client import client_config
 from rdg_platform.kv.graph_store import GraphStore
+from rdg_platform.local_services.manager import ServiceManager
 from rdg_platform.model import GraphRecord
+from rdg_platform.settings import KafkaSettings, Settings
 from rdg_platform.streaming.supervisor import scrape_metrics
-from rdg_platform.streaming.testing import (
+from tests.support.streaming import (
     LocalPipeline,
     catalog_events,
     diff_graph,
@@ -46,22 +50,20 @@ def pipe(services: object, cfg: Settings) -> Iterator[LocalPipeline]:
 
 @pytest.fixture(scope="module")
 def store(pipe: LocalPipeline) -> Iterator[GraphStore]:
-    s = GraphStore.from_spec(pipe.spec)
+    s = GraphStore.from_spec(pipe.spec, pipe.settings.cassandra)
     yield s
     s.close()
 
 
 @pytest.fixture(scope="module")
-def serde(cfg: Settings) -> object:
-    from rdg_platform.avro import AvroSerde
-
-    return AvroSerde(cfg.registry_url)
+def serde(cfg: Settings) -> AvroSerde:
+    return AvroSerde(SchemaRegistry.from_settings(cfg.registry))
 
 
-def read_topic_since(bootstrap: str, topic: str, since_ms: int, timeout_s: float = 10.0) -> list[object]:
+def read_topic_since(kafka: KafkaSettings, topic: str, since_ms: int, timeout_s: float = 10.0) -> list[Any]:
     """Messages of ``topic`` produced at/after ``since_ms`` (bounded read: offsets_for_times)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"rdg-test-reader-{uuid.uuid4().hex[:6]}",
-                  "enable.auto.commit": False, "auto.offset.reset": "latest"})
+    c = Consumer(client_config(kafka, **{"group.id": f"rdg-test-reader-{uuid.uuid4().hex[:6]}",
+                                         "enable.auto.commit": False, "auto.offset.reset": "latest"}))
     try:
         md = c.list_topics(topic, timeout=10)
         parts = [TopicPartition(topic, p, since_ms) for p in md.topics[topic].partitions]
@@ -71,7 +73,7 @@ def read_topic_since(bootstrap: str, topic: str, since_ms: int, timeout_s: float
         if not todo:
             return []
         c.assign([tp for tp in start if tp.partition in todo])
-        out: list[object] = []
+        out: list[Any] = []
         deadline = time.monotonic() + timeout_s
         while todo and time.monotonic() < deadline:
             for m in c.consume(500, timeout=0.5):
@@ -86,21 +88,21 @@ def read_topic_since(bootstrap: str, topic: str, since_ms: int, timeout_s: float
 
 
 def test_journey_dedup_enrichment_dlq_and_every_good_record(pipe: LocalPipeline, store: GraphStore,
-                                                             serde: object) -> None:
+                                                             serde: AvroSerde) -> None:
     run = uuid.uuid4().hex[:8]
     t0 = int(time.time() * 1000)
     since = t0 - 1000
     cat = catalog_events(run, t0)
-    produce_events(pipe.cfg.kafka_bootstrap, serde, cat)
+    produce_events(pipe.settings.kafka, serde, cat)
     # the catalog reaches Cassandra through its own processors; wait so enrichment has it too
     assert not wait_graph(store, expected_graph(pipe.spec, cat), 60)
     events = journey_events(run, t0, accounts=3, heartbeats=20)
-    wrong_schema = serde.encode("catalog.titles", cat[0][2])  # type: ignore[attr-defined]
+    wrong_schema = serde.encode("catalog.titles", cat[0][2])
     missing = dict(events[0][2], device_id="")
     bad = [("member.playback", f"bad-{run}-0", b"\x07garbage"),
            ("member.playback", f"bad-{run}-1", wrong_schema),
-           ("member.login", f"bad-{run}-2", serde.encode("member.login", missing))]  # type: ignore[attr-defined]
-    produce_events(pipe.cfg.kafka_bootstrap, serde, events, raw=bad)
+           ("member.login", f"bad-{run}-2", serde.encode("member.login", missing))]
+    produce_events(pipe.settings.kafka, serde, events, raw=bad)
 
     expected = expected_graph(pipe.spec, cat + events)
     problems = wait_graph(store, expected, 60)
@@ -108,9 +110,9 @@ def test_journey_dedup_enrichment_dlq_and_every_good_record(pipe: LocalPipeline,
 
     # the journey through the HTTP API: account -> has_profile -> started_watching, enriched title
     from rdg_platform.serving.app import create_app
-    from rdg_platform.serving.testing import serve_in_thread
+    from tests.support.serving import serve_in_thread
 
-    with serve_in_thread(create_app(pipe.spec, store=store)) as url:
+    with serve_in_thread(create_app(pipe.spec, store=store, settings=pipe.settings)) as url:
         r = httpx.post(f"{url}/v1/traverse", json={
             "start": {"type": "account", "id": f"acc-{run}-1"},
             "hops": [{"edge": "has_profile", "direction": "out"}, {"edge": "started_watching", "direction": "out"}],
@@ -125,15 +127,15 @@ def test_journey_dedup_enrichment_dlq_and_every_good_record(pipe: LocalPipeline,
         assert titles[f"t-{run}-1"]["properties"]["genres"] == ["drama", "g1"]
 
     # heartbeats collapsed: 22 playback updates per (profile, title) became ~1 graph message
-    msgs = read_topic_since(pipe.cfg.kafka_bootstrap, "graph.edge.started_watching", since)
-    mine = [m for m in msgs if m.key().decode().startswith(f"p-{run}-")]  # type: ignore[attr-defined]
+    msgs = read_topic_since(pipe.settings.kafka, "graph.edge.started_watching", since)
+    mine = [m for m in msgs if m.key().decode().startswith(f"p-{run}-")]
     assert 3 <= len(mine) <= 6, len(mine)
 
     # bad records are in the DLQs with their reasons and source coordinates
     dlq = [m for t in ("member.playback.dlq", "member.login.dlq")
-           for m in read_topic_since(pipe.cfg.kafka_bootstrap, t, since)
-           if (m.key() or b"").decode().startswith(f"bad-{run}-")]  # type: ignore[attr-defined]
-    reasons = {m.key().decode(): dict(m.headers() or []) for m in dlq}  # type: ignore[attr-defined]
+           for m in read_topic_since(pipe.settings.kafka, t, since)
+           if (m.key() or b"").decode().startswith(f"bad-{run}-")]
+    reasons = {m.key().decode(): dict(m.headers() or []) for m in dlq}
     assert reasons[f"bad-{run}-0"]["rdg.dlq.reason"] == b"not_confluent_framing"
     assert reasons[f"bad-{run}-1"]["rdg.dlq.reason"] == b"schema_mismatch"
     assert reasons[f"bad-{run}-2"]["rdg.dlq.reason"] == b"missing_field"
@@ -150,7 +152,7 @@ def test_journey_dedup_enrichment_dlq_and_every_good_record(pipe: LocalPipeline,
 
     # every app reports its real input rate (IN/S of `rdg apps status`), sinks included, however
     # rarely it is read: one more burst, then status (one scrape per app per call) must show it
-    produce_events(pipe.cfg.kafka_bootstrap, serde, journey_events(f"{run}r", int(time.time() * 1000), accounts=2))
+    produce_events(pipe.settings.kafka, serde, journey_events(f"{run}r", int(time.time() * 1000), accounts=2))
     rates: dict[str, float | None] = {}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the sinks see the burst one dedup window later
@@ -162,12 +164,12 @@ def test_journey_dedup_enrichment_dlq_and_every_good_record(pipe: LocalPipeline,
 
 
 def test_quiet_stream_single_event_is_emitted_by_the_clock(pipe: LocalPipeline, store: GraphStore,
-                                                            serde: object) -> None:
+                                                            serde: AvroSerde) -> None:
     run = uuid.uuid4().hex[:8]
     t0 = int(time.time() * 1000)
     ev = journey_events(run, t0, accounts=1, heartbeats=0)[:1]  # one login, then silence
     sent = time.monotonic()
-    produce_events(pipe.cfg.kafka_bootstrap, serde, ev)
+    produce_events(pipe.settings.kafka, serde, ev)
     assert not wait_graph(store, expected_graph(pipe.spec, ev), 30)
     took = time.monotonic() - sent
     assert took <= 2.0 + 3.0, f"single event took {took:.1f}s with a 2 s window"
@@ -200,18 +202,18 @@ def _renamed(graph: dict[str, GraphRecord], old: str, new: str) -> dict[str, Gra
 
 
 def test_crash_of_processor_and_sink_mid_stream_gives_the_same_graph(pipe: LocalPipeline, store: GraphStore,
-                                                                     serde: object) -> None:
+                                                                     serde: AvroSerde) -> None:
     t0 = int(time.time() * 1000)
     base, crash = f"b{uuid.uuid4().hex[:6]}", f"c{uuid.uuid4().hex[:6]}"
     workloads = {}
     for run in (base, crash):
         cat = catalog_events(run, t0)
-        produce_events(pipe.cfg.kafka_bootstrap, serde, cat)
+        produce_events(pipe.settings.kafka, serde, cat)
         workloads[run] = cat + journey_events(run, t0, accounts=40, heartbeats=15)
     assert not wait_graph(store, expected_graph(pipe.spec, catalog_events(crash, t0)), 60)
 
     # the baseline run, no crash
-    produce_events(pipe.cfg.kafka_bootstrap, serde, workloads[base][5:], rate=800)
+    produce_events(pipe.settings.kafka, serde, workloads[base][5:], rate=800)
     expected = expected_graph(pipe.spec, workloads[base])
     assert not wait_graph(store, expected, 90)
     baseline = read_graph(store, expected.values())
@@ -220,7 +222,7 @@ def test_crash_of_processor_and_sink_mid_stream_gives_the_same_graph(pipe: Local
     import threading
 
     events = workloads[crash][5:]
-    producer = threading.Thread(target=produce_events, args=(pipe.cfg.kafka_bootstrap, serde, events, 400.0))
+    producer = threading.Thread(target=produce_events, args=(pipe.settings.kafka, serde, events, 400.0))
     producer.start()
     time.sleep(1.5)
     p1 = _kill(pipe, "member_playback-processor")
@@ -237,24 +239,24 @@ def test_crash_of_processor_and_sink_mid_stream_gives_the_same_graph(pipe: Local
     assert all(s.restarts >= 1 for s in pipe.supervisor.status(["member_playback-processor", "sink-edges-activity"]))
 
 
-def test_cassandra_outage_under_load_loses_nothing(pipe: LocalPipeline, store: GraphStore, serde: object,
-                                                    services: object) -> None:
+def test_cassandra_outage_under_load_loses_nothing(pipe: LocalPipeline, store: GraphStore, serde: AvroSerde,
+                                                    services: ServiceManager) -> None:
     import threading
 
     run = uuid.uuid4().hex[:8]
     t0 = int(time.time() * 1000)
     cat = catalog_events(run, t0)
-    produce_events(pipe.cfg.kafka_bootstrap, serde, cat)
+    produce_events(pipe.settings.kafka, serde, cat)
     assert not wait_graph(store, expected_graph(pipe.spec, cat), 60)
     events = journey_events(run, t0, accounts=60, heartbeats=10)
-    producer = threading.Thread(target=produce_events, args=(pipe.cfg.kafka_bootstrap, serde, events, 40.0))
+    producer = threading.Thread(target=produce_events, args=(pipe.settings.kafka, serde, events, 40.0))
     producer.start()
     time.sleep(2)
-    services.down(["cassandra"])  # type: ignore[attr-defined]
+    services.down(["cassandra"])
     try:
         time.sleep(30)
     finally:
-        services.up(["cassandra"])  # type: ignore[attr-defined]
+        services.up(["cassandra"])
     producer.join()
     expected = expected_graph(pipe.spec, cat + events)
     problems = wait_graph(store, expected, 180)

@@ -9,33 +9,38 @@ use, the graph a correct pipeline must converge to, so tests compare *exact* fin
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import random
+import socket
 import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cassandra import OperationTimedOut
 from cassandra.cluster import NoHostAvailable
+from confluent_kafka import Producer
 
-from rdg_platform.config import Settings
-from rdg_platform.kv.store import KVError
+from rdg_platform.avro import AvroSerde
+from rdg_platform.kafka_client import client_config
+from rdg_platform.kv import GraphStore, KVError
 from rdg_platform.model.lww import KeyState, state_of
 from rdg_platform.model.mapping import GraphRecord, map_event
 from rdg_platform.model.spec import GraphSpec
+from rdg_platform.settings import KafkaSettings, Settings, load_settings
+from rdg_platform.streaming.apps import app_specs
+from rdg_platform.streaming.runtime import provision_topics, wait_groups_assigned
+from rdg_platform.streaming.supervisor import AppSupervisor
+from tests.support.kv import isolated_spec, unique_keyspace
 
 Event = tuple[str, str, dict[str, Any]]  # (topic, key, Avro record)
 
 
 def free_port_block(n: int) -> int:
     """A base port with ``n`` consecutive free ports (best effort, for per-test metrics ports)."""
-    import socket
-
     for _ in range(50):
         base = random.randint(20000, 60000 - n)
         ok = True
@@ -51,62 +56,59 @@ def free_port_block(n: int) -> int:
     raise RuntimeError("no free port block")
 
 
-@dataclasses.dataclass
+@dataclass
 class LocalPipeline:
     """Every streaming app of the registry, supervised, isolated by keyspace/groups/ports."""
 
-    cfg: Settings
-    env: dict[str, str]
+    settings: Settings
     spec: GraphSpec
-    supervisor: Any
+    supervisor: AppSupervisor
 
     def groups(self) -> list[str]:
-        from rdg_platform.streaming.apps import StreamingConfig, app_specs
-        from rdg_platform.streaming.supervisor import _patched_env
+        return [a.consumer_group for a in self.supervisor.apps()]
 
-        with _patched_env(self.env):
-            return [a.consumer_group for a in app_specs(self.spec, self.cfg, StreamingConfig.from_env())]
+
+def pipeline_settings(base: Settings, *, keyspace: str, state_dir: Path, name: str, window_s: float,
+                      extra: Mapping[str, str] | None = None) -> Settings:
+    """``base`` moved to its own keyspace, state dir, consumer groups and metrics ports, starting
+    at the end of the topics (it only sees what is produced once it is assigned); ``extra`` RDG_*
+    values on top."""
+    env = base.child_env(base={})
+    n_apps = len(app_specs(isolated_spec(keyspace, base), base.streaming, base.topics_file))
+    env.update({"RDG_CASSANDRA_KEYSPACE": keyspace, "RDG_STATE_DIR": str(state_dir),
+                "RDG_STREAMING_METRICS_BASE_PORT": str(free_port_block(n_apps)),
+                "RDG_STREAMING_GROUP_PREFIX": f"rdgtest-{name}-{uuid.uuid4().hex[:8]}",
+                "RDG_STREAMING_OFFSET_RESET": "latest", "RDG_STREAMING_DEDUP_WINDOW_S": str(window_s),
+                "RDG_STREAMING_SINK_COMMIT_S": "0.5", "RDG_STREAMING_SINK_BACKPRESSURE_S": "3"})
+    env.update(extra or {})
+    return load_settings(env)
 
 
 @contextmanager
-def local_pipeline(cfg: Settings, window_s: float = 2.0, name: str = "stream",
-                   extra_env: Mapping[str, str] | None = None, assign_timeout_s: float = 120.0) -> Iterator[LocalPipeline]:
-    """Start the apps in a fresh keyspace; yield once every consumer group is assigned; tear down."""
-    from rdg_platform.kv.testing import isolated_spec, unique_keyspace
-    from rdg_platform.streaming.apps import GRAPH_TOPIC_PARTITIONS, StreamingConfig, app_specs
-    from rdg_platform.streaming.runtime import ensure_topics, wait_groups_assigned
-    from rdg_platform.streaming.supervisor import AppSupervisor
-
+def local_pipeline(base: Settings, window_s: float = 2.0, name: str = "stream",
+                   extra: Mapping[str, str] | None = None, assign_timeout_s: float = 120.0) -> Iterator[LocalPipeline]:
+    """Start the apps in a fresh keyspace (tables and topics provisioned first, as an operator
+    would); yield once every consumer group is assigned; tear down."""
     keyspace = unique_keyspace(f"rdg_test_{name}")
     state = Path(tempfile.mkdtemp(prefix=f"rdg-{name}-"))
-    run_id = uuid.uuid4().hex[:8]
-    scfg = StreamingConfig()
-    n_apps = len(app_specs(isolated_spec(keyspace, cfg), cfg, scfg))
-    pcfg = dataclasses.replace(cfg, keyspace=keyspace, state_dir=state, metrics_base_port=free_port_block(n_apps))
-    env = {"RDG_KEYSPACE": keyspace, "RDG_STATE_DIR": str(state), "RDG_METRICS_BASE_PORT": str(pcfg.metrics_base_port),
-           "RDG_APP_GROUP_PREFIX": f"rdgtest-{name}-{run_id}", "RDG_APPS_OFFSET_RESET": "latest",
-           "RDG_DEDUP_WINDOW_S": str(window_s), "RDG_SINK_COMMIT_S": "0.5", "RDG_SINK_BACKPRESSURE_S": "3"}
-    env.update(extra_env or {})
-    spec = isolated_spec(keyspace, pcfg)
-    topics = {t: s.partitions for t, s in spec.sources.items()}
-    topics.update(dict.fromkeys(spec.graph_topics(), GRAPH_TOPIC_PARTITIONS))
-    ensure_topics(pcfg.kafka_bootstrap, topics)
-    sup = AppSupervisor(pcfg, env=env)
-    pipe = LocalPipeline(pcfg, env, spec, sup)
+    settings = pipeline_settings(base, keyspace=keyspace, state_dir=state, name=name, window_s=window_s, extra=extra)
+    spec = settings.load_spec()
+    provision_topics(settings, spec)
+    store = GraphStore.from_spec(spec, settings.cassandra)
+    store.ensure_schema()
+    sup = AppSupervisor(settings)
+    pipe = LocalPipeline(settings, spec, sup)
     try:
         sup.up(wait_s=60)
-        wait_groups_assigned(pcfg.kafka_bootstrap, pipe.groups(), assign_timeout_s)
+        wait_groups_assigned(settings.kafka, pipe.groups(), assign_timeout_s)
         yield pipe
     finally:
         sup.down()
         try:
-            from rdg_platform.kv.graph_store import GraphStore
-
-            store = GraphStore.from_spec(spec)
             store.kv.drop_keyspaces()
-            store.close()
-        except Exception:  # Cassandra may be the thing under test; leaving a keyspace is harmless
+        except (NoHostAvailable, OperationTimedOut, KVError):  # Cassandra may be what the test stopped
             pass
+        store.close()
 
 
 # ---------------------------------------------------------------------------------- workloads
@@ -168,7 +170,7 @@ def expected_graph(spec: GraphSpec, events: Iterable[Event]) -> dict[str, GraphR
     return {k: st.merged() for k, st in states.items()}
 
 
-def read_graph(store: Any, keys: Iterable[GraphRecord]) -> dict[str, GraphRecord]:
+def read_graph(store: GraphStore, keys: Iterable[GraphRecord]) -> dict[str, GraphRecord]:
     """Read back every node/edge of ``keys`` from the store (absent ones are missing from the result)."""
     out: dict[str, GraphRecord] = {}
     edges_needed: dict[tuple[str, str], set[str]] = {}
@@ -176,14 +178,14 @@ def read_graph(store: Any, keys: Iterable[GraphRecord]) -> dict[str, GraphRecord
         if r.kind == "node":
             n = store.get_node(r.type, r.id)
             if n is not None:
-                out[r.dedup_key] = GraphRecord("node", r.type, r.id, None, n["properties"], int(n["updated_at"]))
+                out[r.dedup_key] = GraphRecord("node", r.type, r.id, None, n.properties, n.updated_at)
         else:
             edges_needed.setdefault((r.type, r.id), set()).add(r.dst or "")
     for (etype, src), dsts in edges_needed.items():
         page = store.edges(etype, src, "out", limit=1000, order="any")
         for e in page.edges:
-            if e["dst"] in dsts:
-                g = GraphRecord("edge", etype, src, e["dst"], e["properties"], int(e["updated_at"]))
+            if e.dst in dsts:
+                g = GraphRecord("edge", etype, src, e.dst, e.properties, e.updated_at)
                 out[g.dedup_key] = g
     return out
 
@@ -201,7 +203,7 @@ def diff_graph(expected: Mapping[str, GraphRecord], actual: Mapping[str, GraphRe
     return problems
 
 
-def wait_graph(store: Any, expected: Mapping[str, GraphRecord], timeout_s: float, poll_s: float = 1.0) -> list[str]:
+def wait_graph(store: GraphStore, expected: Mapping[str, GraphRecord], timeout_s: float, poll_s: float = 1.0) -> list[str]:
     """Poll until the store holds exactly ``expected`` (returns [] ) or the timeout (returns the diff).
 
     ``poll_s`` is the resolution of the wait: latency measurements (the benchmark's freshness) poll
@@ -219,12 +221,10 @@ def wait_graph(store: Any, expected: Mapping[str, GraphRecord], timeout_s: float
     return problems
 
 
-def produce_events(bootstrap: str, serde: Any, events: Sequence[Event], rate: float | None = None,
+def produce_events(kafka: KafkaSettings, serde: AvroSerde, events: Sequence[Event], rate: float | None = None,
                    raw: Sequence[tuple[str, str, bytes]] = ()) -> None:
     """Encode and produce ``events`` (paced to ``rate``/s when given), plus raw (bad) messages."""
-    from confluent_kafka import Producer
-
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    p = Producer(client_config(kafka, **{"linger.ms": 5, "enable.idempotence": True}))
     start = time.monotonic()
     for i, (topic, key, rec) in enumerate(events):
         p.produce(topic, key=key.encode(), value=serde.encode(topic, rec))
@@ -239,9 +239,3 @@ def produce_events(bootstrap: str, serde: Any, events: Sequence[Event], rate: fl
         p.produce(topic, key=key.encode(), value=value)
     if p.flush(60):
         raise RuntimeError("test events not delivered")
-
-
-def tmp_env(**kv: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(kv)
-    return env

@@ -7,10 +7,14 @@ import time
 from collections.abc import Sequence
 
 from rdg_platform.assets.streaming_control.health import health_pass, read_lags
-from rdg_platform.launcher.base import AppInfo, AppStatus
+from rdg_platform.launcher.base import AppStatus
 from rdg_platform.launcher.lag import LagReport, consumer_lag
+from rdg_platform.settings import KafkaSettings
+from rdg_platform.streaming.apps import AppSpec
 
-APPS = [AppInfo("a", "g-a", ("t.a",), 2), AppInfo("b", "g-b", ("t.b",), 1), AppInfo("c", "g-c", ("t.c",), 1)]
+APPS = [AppSpec("a", "processor", ("t.a",), "g-a", partitions=2), AppSpec("b", "processor", ("t.b",), "g-b"),
+        AppSpec("c", "sink", ("t.c",), "g-c")]
+UNREACHABLE = KafkaSettings(bootstrap="127.0.0.1:1", security_protocol="PLAINTEXT")
 
 
 class InMemoryLauncher:
@@ -22,7 +26,7 @@ class InMemoryLauncher:
         self.state = {"a": (True, True), "b": (False, True), "c": (False, False)}  # (running, expected)
         self.restarted: list[str] = []
 
-    def apps(self) -> list[AppInfo]:
+    def apps(self) -> list[AppSpec]:
         return list(APPS)
 
     def status(self) -> list[AppStatus]:
@@ -43,13 +47,13 @@ class InMemoryLauncher:
         raise NotImplementedError
 
 
-def _lag(bootstrap: str, group: str, topics: Sequence[str], timeout: float) -> LagReport:
+def _lag(kafka: KafkaSettings, group: str, topics: Sequence[str], timeout: float) -> LagReport:
     return LagReport(group, total={"g-a": 10, "g-b": 0, "g-c": 999_999}[group])
 
 
 def test_dead_app_restarted_stopped_app_left_alone() -> None:
     launcher = InMemoryLauncher()
-    p = health_pass(launcher, "unused:1", 1.0, restart_dead=True, reader=_lag)
+    p = health_pass(launcher, UNREACHABLE, 1.0, restart_dead=True, reader=_lag)
     assert launcher.restarted == ["b"]
     by = {h.app.name: h for h in p.apps}
     assert by["b"].restarted and by["b"].status.running
@@ -59,17 +63,17 @@ def test_dead_app_restarted_stopped_app_left_alone() -> None:
 
 def test_restart_can_be_disabled() -> None:
     launcher = InMemoryLauncher()
-    health_pass(launcher, "unused:1", 1.0, restart_dead=False, reader=_lag)
+    health_pass(launcher, UNREACHABLE, 1.0, restart_dead=False, reader=_lag)
     assert launcher.restarted == []
 
 
 def test_hanging_lag_reads_are_abandoned_within_the_deadline() -> None:
-    def hang(bootstrap: str, group: str, topics: Sequence[str], timeout: float) -> LagReport:
+    def hang(kafka: KafkaSettings, group: str, topics: Sequence[str], timeout: float) -> LagReport:
         time.sleep(30)
         return LagReport(group, total=0)
 
     t = time.monotonic()
-    lags = read_lags("unused:1", APPS, 0.5, reader=hang)
+    lags = read_lags(UNREACHABLE, APPS, 0.5, reader=hang)
     assert time.monotonic() - t < 3.0
     assert all(r.total is None and r.error for r in lags.values())
 
@@ -77,6 +81,6 @@ def test_hanging_lag_reads_are_abandoned_within_the_deadline() -> None:
 def test_unreachable_kafka_reports_an_error_quickly() -> None:
     """A real client against a closed port: an error report within the bound, never an exception."""
     t = time.monotonic()
-    rep = consumer_lag("127.0.0.1:1", "rdg-test-none", ["member.login"], timeout_s=1.0)
+    rep = consumer_lag(UNREACHABLE, "rdg-test-none", ["member.login"], timeout_s=1.0)
     assert rep.total is None and rep.error
     assert time.monotonic() - t < 10.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
-from rdg_platform.launcher.base import AppInfo, AppStatus, LauncherError, cap_replicas, select_apps
+from rdg_platform.launcher.base import AppStatus, LauncherError, cap_replicas, select_apps
 from rdg_platform.launcher.kubernetes import (
     AppResources,
     KubernetesConfig,
@@ -13,11 +13,11 @@ from rdg_platform.launcher.kubernetes import (
     build_deployment,
     deployment_name,
 )
+from rdg_platform.streaming.apps import AppSpec
 
-APPS = [AppInfo("member_playback_processor", "rdg-proc-playback", ("member.playback",), 4),
-        AppInfo("member_gaming_processor", "rdg-proc-gaming", ("member.gaming",), 2),
-        AppInfo("graph_sink", "rdg-sink", ("graph.node.account",), 3, command=("rdg", "apps", "run", "graph_sink"),
-                kind="sink")]
+APPS = [AppSpec("member_playback_processor", "processor", ("member.playback",), "rdg-proc-playback", partitions=4),
+        AppSpec("member_gaming_processor", "processor", ("member.gaming",), "rdg-proc-gaming", partitions=2),
+        AppSpec("graph_sink", "sink", ("graph.node.account",), "rdg-sink", partitions=3)]
 
 
 def _cfg() -> KubernetesConfig:
@@ -34,8 +34,8 @@ def test_replicas_capped_at_partitions_and_resources_per_app() -> None:
     assert c["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
     g = dep["member_gaming_processor"]["spec"]["template"]["spec"]["containers"][0]
     assert g["resources"]["requests"] == {"cpu": "250m", "memory": "512Mi"}
-    assert dep["graph_sink"]["spec"]["template"]["spec"]["containers"][0]["command"] == ["rdg", "apps", "run",
-                                                                                         "graph_sink"]
+    assert dep["graph_sink"]["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "python", "-m", "rdg_platform.streaming", "run", "graph_sink"]
     for d in dep.values():
         kubernetes_validate.validate(d, "1.37.0", strict=True)
         assert d["metadata"]["namespace"] == "rdg-test"

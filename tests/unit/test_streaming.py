@@ -1,6 +1,7 @@
 """Unit tests of the streaming apps without a broker: build_pipeline through Quix's ``sdf.test``,
 the dedup window semantics on a fake clock (incl. quiet streams), the emitter's flush-before-commit,
-the Cassandra sink's retries/backpressure, and the app registry."""
+the Cassandra sink's retries/backpressure, the app registry, and how an app's Quix ``Application``
+follows the settings."""
 
 from __future__ import annotations
 
@@ -14,18 +15,22 @@ from quixstreams import Application
 from quixstreams.models import MessageContext, Topic
 from quixstreams.sinks import SinkBackpressureError, SinkBatch
 
-from rdg_platform.config import Settings
 from rdg_platform.kv.codec import encode_props
 from rdg_platform.model import GraphRecord, load_spec
 from rdg_platform.model.lww import encode_value, lww_states
-from rdg_platform.streaming.apps import DEFAULT_SINK_GROUPS, StreamingConfig, app_specs, resolve_sink_groups
+from rdg_platform.settings import KafkaSettings, StreamingSettings, load_settings
+from rdg_platform.streaming.apps import DEFAULT_SINK_GROUPS, app_specs, get_app, resolve_sink_groups
 from rdg_platform.streaming.catalog import CatalogTable
 from rdg_platform.streaming.dedup import DedupBuffer
+from rdg_platform.streaming.dlq import DeadLetters
 from rdg_platform.streaming.metrics import AppMetrics, RateMeter
-from rdg_platform.streaming.processor import DeadLetters, GraphEmitSink, build_pipeline
+from rdg_platform.streaming.processor import GraphEmitSink, build_pipeline
+from rdg_platform.streaming.runtime import make_application
 from rdg_platform.streaming.sink import CassandraSink, SinkSteps, build_sink_pipeline
+from rdg_platform.topology import partitions_of
 
-SPEC = load_spec(cfg=Settings())
+SPEC = load_spec()
+NO_KAFKA = KafkaSettings(bootstrap="127.0.0.1:1", security_protocol="PLAINTEXT")
 T0 = 1_700_000_000_000
 
 
@@ -87,7 +92,7 @@ def run(sdf: Any, topic: str, value: bytes, offset: int = 0, key: str = "a1") ->
 
 
 def test_pipeline_maps_playback_with_catalog_enrichment() -> None:
-    table = CatalogTable("unused", ["catalog.titles"], json_decode)
+    table = CatalogTable(NO_KAFKA, ["catalog.titles"], json_decode)
     table.put("catalog.titles", "t1", {"title_id": "t1", "name": "Dark", "kind": "SHOW", "genres": ["scifi"],
                                        "runtime_min": 50, "maturity": "16+"})
     sdf, prod, metrics = make_sdf("member.playback", table)
@@ -347,7 +352,7 @@ def test_sink_reports_its_input_rate() -> None:
 def test_processor_rows_through_the_emit_sink_equal_the_mapped_records() -> None:
     """The app path (rows_step -> GraphEmitSink, no GraphRecord per row) emits exactly what the
     test path's records give through the same dedup window."""
-    table = CatalogTable("unused", ["catalog.titles"], json_decode)
+    table = CatalogTable(NO_KAFKA, ["catalog.titles"], json_decode)
     table.put("catalog.titles", "t1", {"title_id": "t1", "name": "Dark", "kind": "SHOW", "genres": ["scifi"]})
     events = [json.dumps(playback(event_time=T0 + i, position_ms=i * 1000, event_id=f"e{i}",
                                   action="STOP" if i == 9 else "HEARTBEAT")).encode() for i in range(10)]
@@ -375,12 +380,20 @@ def test_processor_rows_through_the_emit_sink_equal_the_mapped_records() -> None
 
 
 def test_registry_apps_and_sink_groups() -> None:
-    cfg = Settings()
-    apps = app_specs(SPEC, cfg, StreamingConfig())
+    streaming = StreamingSettings(group_prefix="unit", metrics_base_port=20100)
+    apps = app_specs(SPEC, streaming)
     procs = [a for a in apps if a.kind == "processor"]
     assert sorted(a.source_topic or "" for a in procs) == sorted(SPEC.mappings)
     assert len({a.consumer_group for a in apps}) == len(apps)
-    assert [a.metrics_port for a in apps] == list(range(cfg.metrics_base_port, cfg.metrics_base_port + len(apps)))
+    assert all(a.consumer_group == f"unit-{a.name}" for a in apps)
+    assert [a.metrics_port for a in apps] == list(range(20100, 20100 + len(apps)))
+    # the replica cap is what the topology gives each input topic (the largest, for a sink)
+    for a in apps:
+        assert a.partitions == max(partitions_of(SPEC, t) for t in a.input_topics)
+        assert a.command == ("python", "-m", "rdg_platform.streaming", "run", a.name)
+    assert get_app(apps, procs[0].name) == procs[0]
+    with pytest.raises(KeyError, match="unknown app"):
+        get_app(apps, "nope")
     groups = resolve_sink_groups(SPEC, DEFAULT_SINK_GROUPS)
     every = [n for ns in groups.values() for n in ns]
     assert sorted(every) == sorted(SPEC.namespaces)  # each namespace in exactly one group
@@ -389,3 +402,26 @@ def test_registry_apps_and_sink_groups() -> None:
         resolve_sink_groups(SPEC, {"nodes": ["node.*"]})
     with pytest.raises(ValueError, match="not a namespace"):
         resolve_sink_groups(SPEC, {"x": ["edge.nope", "node.*", "edge.*"]})
+
+
+def test_application_connects_as_the_kafka_settings_say(tmp_path: Any) -> None:
+    """The apps take bootstrap and security from the settings (RDG_KAFKA_*), nothing from a default."""
+    s = load_settings({"RDG_KAFKA_BOOTSTRAP": "kafka-a.example:9093,kafka-b.example:9093",
+                       "RDG_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "RDG_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+                       "RDG_KAFKA_SASL_USERNAME": "rdg-app", "RDG_KAFKA_SASL_PASSWORD": "s3cret",
+                       "RDG_KAFKA_SSL_CA": "/etc/rdg/ca.pem", "RDG_STATE_DIR": str(tmp_path),
+                       "RDG_STREAMING_GROUP_PREFIX": "blue", "RDG_STREAMING_OFFSET_RESET": "latest",
+                       "RDG_STREAMING_DEDUP_WINDOW_S": "4", "RDG_STREAMING_SINK_COMMIT_S": "0.5"})
+    apps = app_specs(SPEC, s.streaming)
+    proc = next(a for a in apps if a.kind == "processor")
+    sink = next(a for a in apps if a.kind == "sink")
+    papp = make_application(s, proc, on_message_processed=lambda t, p, o: None)
+    conn = papp.config.broker_address
+    assert conn.bootstrap_servers == "kafka-a.example:9093,kafka-b.example:9093"
+    assert conn.security_protocol == "sasl_ssl" and conn.sasl_mechanism == "SCRAM-SHA-512"
+    assert conn.sasl_username == "rdg-app" and conn.sasl_password is not None
+    assert conn.sasl_password.get_secret_value() == "s3cret" and conn.ssl_ca_location == "/etc/rdg/ca.pem"
+    assert papp.config.consumer_group == f"blue-{proc.name}" and papp.config.auto_offset_reset == "latest"
+    assert papp.config.commit_interval == 12.0  # 3 dedup windows
+    sapp = make_application(s, sink, on_message_processed=lambda t, p, o: None)
+    assert sapp.config.commit_interval == 0.5 and sapp.config.consumer_poll_timeout == 0.1

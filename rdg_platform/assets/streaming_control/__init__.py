@@ -37,6 +37,7 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     OpExecutionContext,
+    ResourceParam,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
@@ -49,10 +50,13 @@ from dagster import (
 from pydantic import Field
 
 from rdg_platform.assets.quality.graph_keys import graph_keys, graph_namespace_key
+from rdg_platform.assets.streaming_control.health import HealthPass, health_pass
 from rdg_platform.assets.streaming_control.registry import load_apps
 from rdg_platform.assets.streaming_control.resource import StreamingLauncherResource
-from rdg_platform.launcher.base import AppInfo, AppStatus
+from rdg_platform.launcher.base import AppStatus
+from rdg_platform.launcher.lag import LagReport
 from rdg_platform.model.spec import default_spec
+from rdg_platform.streaming.apps import AppSpec
 
 GROUP = "streaming_apps"
 GRAPH_GROUP = "graph"
@@ -66,13 +70,14 @@ def app_asset_key(app: str) -> AssetKey:
     return AssetKey(["streaming", app])
 
 
-# The app list is fixed at definition load (the registry is code); the launcher decides where they run.
+# The app list is fixed at definition load, from the packaged model and the default sink groups (see
+# registry.py); the launcher resource decides where and as whom they run.
 _SPEC = default_spec()
-APPS: list[AppInfo] = load_apps(_SPEC)
+APPS: list[AppSpec] = load_apps(_SPEC)
 _APP_KEYS = {a.name: app_asset_key(a.name) for a in APPS}
 
 
-def _app_spec(a: AppInfo) -> AssetSpec:
+def _app_spec(a: AppSpec) -> AssetSpec:
     return AssetSpec(
         key=_APP_KEYS[a.name], group_name=GROUP, kinds={"python", "kafka"},
         description=(f"Streaming {a.kind} app `{a.name}`: consumer group `{a.consumer_group}` on "
@@ -111,7 +116,7 @@ def _status_metadata(st: AppStatus) -> dict[str, Any]:
 
 @multi_asset(specs=[_app_spec(a) for a in APPS], name="streaming_apps", can_subset=True,
              description="Deploy the selected streaming apps with the configured launcher.")
-def streaming_apps(context: AssetExecutionContext, streaming_launcher: StreamingLauncherResource
+def streaming_apps(context: AssetExecutionContext, streaming_launcher: ResourceParam[StreamingLauncherResource]
                    ) -> Iterable[MaterializeResult]:
     names = [k.path[-1] for k in context.selected_asset_keys]
     launcher = streaming_launcher.launcher()
@@ -120,7 +125,7 @@ def streaming_apps(context: AssetExecutionContext, streaming_launcher: Streaming
         yield MaterializeResult(asset_key=app_asset_key(st.name), metadata=_status_metadata(st))
 
 
-def _lag_metadata(lag: Any) -> dict[str, Any]:
+def _lag_metadata(lag: LagReport) -> dict[str, Any]:
     md = lag.to_metadata()
     md["lag_by_partition"] = MetadataValue.json(md["lag_by_partition"])
     return md
@@ -133,10 +138,8 @@ def _lag_metadata(lag: Any) -> dict[str, Any]:
                        description="Consumer lag is below the launcher resource's lag_alert_threshold."))],
     name="streaming_app_health", can_subset=True,
     description="Health of the streaming apps now (the sensor reports the same checks every tick).")
-def streaming_app_health(context: AssetCheckExecutionContext, streaming_launcher: StreamingLauncherResource) -> Iterable[AssetCheckResult]:
-    from rdg_platform.assets.streaming_control.health import health_pass
-
-    p = health_pass(streaming_launcher.launcher(), streaming_launcher.bootstrap(), streaming_launcher.lag_timeout_s,
+def streaming_app_health(context: AssetCheckExecutionContext, streaming_launcher: ResourceParam[StreamingLauncherResource]) -> Iterable[AssetCheckResult]:
+    p = health_pass(streaming_launcher.launcher(), streaming_launcher.kafka, streaming_launcher.lag_timeout_s,
                     restart_dead=False)
     selected = set(context.selected_asset_check_keys)
     for ev in _evaluations(p, streaming_launcher.lag_alert_threshold):
@@ -145,7 +148,7 @@ def streaming_app_health(context: AssetCheckExecutionContext, streaming_launcher
                                    severity=ev.severity, metadata=dict(ev.metadata))
 
 
-def _evaluations(p: Any, threshold: int) -> list[AssetCheckEvaluation]:
+def _evaluations(p: HealthPass, threshold: int) -> list[AssetCheckEvaluation]:
     out = []
     for h in p.apps:
         key = _APP_KEYS[h.app.name]
@@ -186,25 +189,25 @@ def _log_statuses(context: OpExecutionContext, statuses: list[AppStatus]) -> dic
 
 @op(description="Deploy (start) the configured apps; already-running apps are left as they are.")
 def deploy_apps_op(context: OpExecutionContext, config: AppsConfig,
-                   streaming_launcher: StreamingLauncherResource) -> dict[str, Any]:
+                   streaming_launcher: ResourceParam[StreamingLauncherResource]) -> dict[str, Any]:
     return _log_statuses(context, streaming_launcher.launcher().deploy(config.apps or None))
 
 
 @op(description="Set an app's replicas (0 stops it; at most its input partitions).")
 def scale_app_op(context: OpExecutionContext, config: ScaleConfig,
-                 streaming_launcher: StreamingLauncherResource) -> dict[str, Any]:
+                 streaming_launcher: ResourceParam[StreamingLauncherResource]) -> dict[str, Any]:
     return _log_statuses(context, [streaming_launcher.launcher().scale(config.app, config.replicas)])
 
 
 @op(description="Stop the configured apps (the health sensor will not restart a stopped app).")
 def stop_apps_op(context: OpExecutionContext, config: AppsConfig,
-                 streaming_launcher: StreamingLauncherResource) -> dict[str, Any]:
+                 streaming_launcher: ResourceParam[StreamingLauncherResource]) -> dict[str, Any]:
     return _log_statuses(context, streaming_launcher.launcher().stop(config.apps or None))
 
 
 @op(description="Restart one app (local: stop + start; Kubernetes: rolling restart).")
 def restart_app_op(context: OpExecutionContext, config: RestartConfig,
-                   streaming_launcher: StreamingLauncherResource) -> dict[str, Any]:
+                   streaming_launcher: ResourceParam[StreamingLauncherResource]) -> dict[str, Any]:
     return _log_statuses(context, [streaming_launcher.launcher().restart(config.app)])
 
 
@@ -257,11 +260,9 @@ ALERT_DEBOUNCE_S = 600  # one alert run per lagging app per 10 minutes
                      "checks), restarts dead apps, and requests a failing `streaming_lag_alert` run when an "
                      "app's lag passes the threshold. Kafka reads are bounded; a tick never blocks on Kafka."))
 def streaming_apps_health_sensor(context: SensorEvaluationContext,
-                                 streaming_launcher: StreamingLauncherResource) -> SensorResult:
-    from rdg_platform.assets.streaming_control.health import health_pass
-
+                                 streaming_launcher: ResourceParam[StreamingLauncherResource]) -> SensorResult:
     threshold = streaming_launcher.lag_alert_threshold
-    p = health_pass(streaming_launcher.launcher(), streaming_launcher.bootstrap(), streaming_launcher.lag_timeout_s,
+    p = health_pass(streaming_launcher.launcher(), streaming_launcher.kafka, streaming_launcher.lag_timeout_s,
                     restart_dead=streaming_launcher.restart_dead_apps)
     events: list[Any] = []
     runs: list[RunRequest] = []

@@ -12,15 +12,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from rdg_platform.launcher.base import AppInfo, AppLauncher, AppStatus
+from rdg_platform.launcher.base import AppLauncher, AppStatus
 from rdg_platform.launcher.lag import LagReport, consumer_lag
+from rdg_platform.settings import KafkaSettings
+from rdg_platform.streaming.apps import AppSpec
 
-LagReader = Callable[[str, str, Sequence[str], float], LagReport]
+LagReader = Callable[[KafkaSettings, str, Sequence[str], float], LagReport]
 
 
 @dataclass
 class AppHealth:
-    app: AppInfo
+    app: AppSpec
     status: AppStatus
     lag: LagReport
     restarted: bool = False
@@ -40,13 +42,13 @@ class HealthPass:
         return [h for h in self.apps if h.lag_exceeds(threshold)]
 
 
-def read_lags(bootstrap: str, apps: Sequence[AppInfo], timeout_s: float,
+def read_lags(kafka: KafkaSettings, apps: Sequence[AppSpec], timeout_s: float,
               reader: LagReader = consumer_lag) -> dict[str, LagReport]:
     """Lag of every app, concurrently, all done (or given up) within ~``timeout_s`` + 1 s."""
     out: dict[str, LagReport] = {}
     pool = cf.ThreadPoolExecutor(max_workers=min(8, max(1, len(apps))), thread_name_prefix="rdg-lag")
     try:
-        futs = {pool.submit(reader, bootstrap, a.consumer_group, a.input_topics, timeout_s): a for a in apps}
+        futs = {pool.submit(reader, kafka, a.consumer_group, a.input_topics, timeout_s): a for a in apps}
         done, _ = cf.wait(futs, timeout=timeout_s + 1.0)
         for fut, app in futs.items():
             if fut in done and fut.exception() is None:
@@ -59,7 +61,7 @@ def read_lags(bootstrap: str, apps: Sequence[AppInfo], timeout_s: float,
     return out
 
 
-def health_pass(launcher: AppLauncher, bootstrap: str, lag_timeout_s: float = 3.0, restart_dead: bool = True,
+def health_pass(launcher: AppLauncher, kafka: KafkaSettings, lag_timeout_s: float = 3.0, restart_dead: bool = True,
                 reader: LagReader = consumer_lag) -> HealthPass:
     """Status + lag of every app; restart the dead ones (expected to run, not running)."""
     started = time.monotonic()
@@ -70,7 +72,7 @@ def health_pass(launcher: AppLauncher, bootstrap: str, lag_timeout_s: float = 3.
     except Exception as exc:  # a launcher that cannot answer is itself the health finding
         res.status_error = f"{type(exc).__name__}: {exc}"
         statuses = {}
-    lags = read_lags(bootstrap, apps, lag_timeout_s, reader)
+    lags = read_lags(kafka, apps, lag_timeout_s, reader)
     for app in apps:
         st = statuses.get(app.name, AppStatus(app.name, running=False, detail=res.status_error or "unknown"))
         h = AppHealth(app, st, lags[app.name])

@@ -1,27 +1,21 @@
-"""The streaming apps the control plane manages, as :class:`AppInfo`, from the streaming app registry.
+"""The streaming apps the control plane manages: the streaming registry's :class:`AppSpec` list.
 
-The registry (:func:`rdg_platform.streaming.apps.app_specs`) is the single list of apps that
-``rdg apps`` runs; this module only adapts it to what launchers need (consumer group, input
-topics, partitions = the replica cap, and the container command).
+The Dagster domain fixes its asset keys when definitions load, from the packaged model and the
+default sink groups; :class:`~rdg_platform.assets.streaming_control.resource.StreamingLauncherResource`
+runs the apps as the settings describe them (the same names unless ``RDG_STREAMING_SINK_GROUPS`` or
+``RDG_SPEC`` change the set of apps).
 """
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
-from rdg_platform.launcher.base import AppInfo
 from rdg_platform.model.spec import GraphSpec
+from rdg_platform.settings import StreamingSettings
+from rdg_platform.streaming.apps import AppSpec, app_specs
 
 
-def load_apps(spec: GraphSpec) -> list[AppInfo]:
-    """Every streaming app of the registry, in registry order."""
-    from rdg_platform.streaming.apps import app_specs
-
-    out = []
-    for a in app_specs(spec):
-        command = tuple(a.command)
-        if command and command[0] == sys.executable:  # a local interpreter path means nothing in an image
-            command = ("python", *command[1:])
-        out.append(AppInfo(name=a.name, consumer_group=a.consumer_group, input_topics=tuple(a.input_topics),
-                           partitions=int(a.partitions), command=command, kind=a.kind))
-    return out
+def load_apps(spec: GraphSpec, streaming: StreamingSettings | None = None,
+              topics_file: Path | None = None) -> list[AppSpec]:
+    """Every streaming app of the registry, in registry order (default streaming settings if none)."""
+    return app_specs(spec, streaming or StreamingSettings(), topics_file)
