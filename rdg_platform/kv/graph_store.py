@@ -35,12 +35,11 @@ replicas the request is routed to (its routing key is set to one of its keys), s
 reads locally, and a node failure fails over like any token-aware request. A partition whose list
 did not fit the per-partition limit is re-read on its own with the exact single-partition plan.
 
-Blue/green namespace versions: the physical tables come from the pointer table
-(:mod:`rdg_platform.kv.versions`), read on first use and re-checked when older than
-``version_refresh_s`` (the entry points pass ``RDG_CASSANDRA_NAMESPACE_REFRESH_S``; the re-check runs
-in a background thread so no request waits on it). A switch replaces the whole type -> table map in one attribute
-assignment, so every read and write uses either the old or the new version, never a mix, and the
-query service and sinks follow a Spark rebuild's switch-over with no restart and no downtime.
+Blue/green namespace versions: the physical tables come from
+:class:`rdg_platform.kv.versions.ActiveTables`, which follows the pointer table (the entry points pass
+``RDG_CASSANDRA_NAMESPACE_REFRESH_S`` as ``version_refresh_s``). Every call takes one snapshot of the
+type -> table map, so it uses either the old or the new version, never a mix, and the query service
+and sinks follow a Spark rebuild's switch-over with no restart and no downtime.
 """
 
 from __future__ import annotations
@@ -48,8 +47,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import threading
-import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -60,7 +57,7 @@ from rdg_platform.kv.cluster import await_response
 from rdg_platform.kv.codec import decode_props, encode_props
 from rdg_platform.kv.schema import ensure_schema
 from rdg_platform.kv.store import MAX_PAGE, NODE_ITEM, KVStore, Table
-from rdg_platform.kv.versions import base_table, read_pointers, resolve
+from rdg_platform.kv.versions import ActiveTables
 from rdg_platform.model.mapping import GraphRecord
 from rdg_platform.model.spec import GraphSpec, Namespace
 
@@ -147,15 +144,6 @@ class RowPage:
     next_cursor: EdgeCursor | None
 
 
-@dataclass(frozen=True)
-class _TableMap:
-    """One immutable snapshot of the active physical tables (swapped whole on a version switch)."""
-
-    namespaces: dict[str, Namespace]
-    nodes: dict[str, Table]
-    edges: dict[str, tuple[Table, Table]]
-
-
 def _check_order(order: str) -> Order:
     if order not in ("latest", "any"):
         raise ValueError(f"order must be latest or any, not {order!r}")
@@ -185,12 +173,7 @@ class GraphStore:
         the spec pins to a version (table ``<base>_v<N>``) never follow the pointer."""
         self.spec = spec
         self.kv = kv
-        self.version_refresh_s = version_refresh_s
-        self._map = self._build_map(dict(spec.namespaces))
-        self._refresh_lock = threading.Lock()
-        self._refreshing = False
-        self._resolved = False
-        self._next_check = 0.0
+        self.tables = ActiveTables(spec, kv, version_refresh_s)
 
     @classmethod
     def from_spec(cls, spec: GraphSpec, cassandra: CassandraSettings | None = None, *, concurrency: int = 128,
@@ -223,81 +206,28 @@ class GraphStore:
         self.kv.close()
 
     # ------------------------------------------------------------------ versions
-    def _build_map(self, namespaces: dict[str, Namespace]) -> _TableMap:
-        kv = self.kv
-        nodes = {n: kv.table(namespaces[ns.name]) for n in self.spec.nodes
-                 for ns in (self.spec.namespace("node", n),)}
-        edges = {e: (kv.table(namespaces[ns.name]), kv.table(namespaces[ns.name], True)) for e in self.spec.edges
-                 for ns in (self.spec.namespace("edge", e),)}
-        return _TableMap(namespaces, nodes, edges)
+    @property
+    def version_refresh_s(self) -> float | None:
+        return self.tables.refresh_s
 
     def active_namespaces(self) -> Mapping[str, Namespace]:
         """Namespace name -> the namespace as currently served (its tables follow the pointer)."""
-        return self._tables().namespaces
+        return self.tables.current().namespaces
 
     def refresh_versions(self) -> bool:
-        """Read the blue/green pointers now and swap the table map if any changed (returns whether).
-
-        Raises when Cassandra cannot be read; :meth:`_tables` catches that and keeps the old map.
-        """
-        pointers = {}
-        for cluster, keyspace in {(ns.cluster, ns.keyspace) for ns in self.spec.namespaces.values()}:
-            pointers[(cluster, keyspace)] = read_pointers(self.kv.cluster_session(cluster), keyspace)
-        # A namespace the spec already names a version of (``<table>_v<N>``: a rebuild writing its
-        # target tables) is pinned; only base-table namespaces follow the pointer.
-        active = {name: resolve(ns, pointers[(ns.cluster, ns.keyspace)].get(name)) if ns.table == base_table(ns) else ns
-                  for name, ns in self.spec.namespaces.items()}
-        self._resolved = True
-        if self.version_refresh_s is not None:
-            self._next_check = time.monotonic() + self.version_refresh_s
-        if active == self._map.namespaces:
-            return False
-        old = self._map.namespaces
-        self._map = self._build_map(active)  # one reference assignment: readers see old or new, whole
-        for name, ns in active.items():
-            if old.get(name) != ns:
-                log.info("namespace %s now served from %s.%s", name, ns.keyspace, ns.table)
-        return True
-
-    def _refresh_quietly(self) -> None:
-        try:
-            self.refresh_versions()
-        except Exception:  # keep serving the current tables; retry at the next interval
-            log.warning("could not read namespace version pointers; keeping current tables", exc_info=True)
-        finally:
-            self._refreshing = False
-
-    def _tables(self) -> _TableMap:
-        """The current table map, re-checking the pointer first when it is older than the interval.
-
-        The very first check runs inline (startup: serve the right version from the first request);
-        later ones run in a background thread so no read or write waits on them.
-        """
-        interval = self.version_refresh_s
-        if interval is not None:
-            now = time.monotonic()
-            if now >= self._next_check:
-                with self._refresh_lock:
-                    if now >= self._next_check and not self._refreshing:
-                        self._next_check = now + interval
-                        self._refreshing = True
-                        if not self._resolved:
-                            self._refresh_quietly()
-                        else:
-                            threading.Thread(target=self._refresh_quietly, name="rdg-ns-versions",
-                                             daemon=True).start()
-        return self._map
+        """Read the blue/green pointers now and switch tables if any changed (returns whether)."""
+        return self.tables.refresh()
 
     # ------------------------------------------------------------------ types
     def node_table(self, node_type: str) -> Table:
-        tables = self._tables().nodes
+        tables = self.tables.current().nodes
         try:
             return tables[node_type]
         except KeyError:
             raise UnknownTypeError(f"unknown node type {node_type!r} (known: {sorted(tables)})") from None
 
     def _edge_pair(self, edge_type: str) -> tuple[Table, Table]:
-        tables = self._tables().edges
+        tables = self.tables.current().edges
         try:
             return tables[edge_type]
         except KeyError:
@@ -318,7 +248,7 @@ class GraphStore:
         """
         writes: list[tuple[Table, tuple[Any, ...]]] = []
         append = writes.append
-        tables = self._tables()  # one snapshot for the whole call: all of it goes to one version
+        tables = self.tables.current()  # one snapshot for the whole call: all of it goes to one version
         node_tables, edge_tables = tables.nodes, tables.edges
         for r in records:
             # Hot path (the sink and bulk loads): encode the properties once per record, reuse

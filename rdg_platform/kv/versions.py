@@ -11,8 +11,8 @@ when the namespace moves cluster)::
         rows bigint, checksum text, previous_table text, switched_at timestamp)
 
 No row = version 0 = the spec's own table. Every read and write of the pointer is in this module:
-:class:`rdg_platform.kv.graph_store.GraphStore` resolves its tables through :func:`read_pointers`
-at startup and every few seconds (so the query service and the sinks follow a switch without a
+:class:`ActiveTables` (what :class:`rdg_platform.kv.graph_store.GraphStore` serves from) reads it at
+startup and every few seconds (so the query service and the sinks follow a switch without a
 restart), and the rebuild (``rdg_platform.lakehouse.spark``) writes it with :func:`switch_version`.
 The old version's tables are kept until an operator drops them, so switching back is one more
 pointer write.
@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import re
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,9 +37,11 @@ from typing import Any
 from cassandra import InvalidRequest
 from cassandra.cluster import Session
 
-from rdg_platform.kv.store import token_ranges
+from rdg_platform.kv.store import KVStore, Table, token_ranges
 from rdg_platform.model.spec import GraphSpec, Namespace
 from rdg_platform.topology import check_identifier, kv_table
+
+log = logging.getLogger(__name__)
 
 META_TABLE = "namespace_versions"
 _VERSION_SUFFIX = re.compile(r"_v\d+$")
@@ -153,6 +158,88 @@ def apply_namespace_versions(spec: GraphSpec, sessions: Mapping[str, Session]) -
     """``spec`` with every namespace pointed at its active version (``sessions``: cluster -> session)."""
     namespaces = {name: active_namespace(sessions[ns.cluster], ns) for name, ns in spec.namespaces.items()}
     return dataclasses.replace(spec, namespaces=namespaces)
+
+
+@dataclass(frozen=True)
+class TableMap:
+    """One immutable snapshot of the active physical tables (swapped whole on a version switch)."""
+
+    namespaces: dict[str, Namespace]
+    nodes: dict[str, Table]
+    edges: dict[str, tuple[Table, Table]]  # edge type -> (forward, reverse)
+
+
+class ActiveTables:
+    """The tables a spec's node and edge types are served from, following the pointer table.
+
+    The pointers are read on first use and re-checked when older than ``refresh_s`` (None: never read
+    them, always use the spec's tables); the very first check runs inline (serve the right version
+    from the first request), later ones in a background thread so no read or write waits on them. A
+    switch replaces the whole map in one attribute assignment. Namespaces the spec pins to a version
+    (table ``<base>_v<N>``: a rebuild writing its target tables) never follow the pointer.
+    """
+
+    def __init__(self, spec: GraphSpec, kv: KVStore, refresh_s: float | None) -> None:
+        self.spec = spec
+        self.kv = kv
+        self.refresh_s = refresh_s
+        self._map = self._build(dict(spec.namespaces))
+        self._lock = threading.Lock()
+        self._refreshing = False
+        self._resolved = False
+        self._next_check = 0.0
+
+    def _build(self, namespaces: dict[str, Namespace]) -> TableMap:
+        kv, spec = self.kv, self.spec
+        nodes = {n: kv.table(namespaces[spec.namespace("node", n).name]) for n in spec.nodes}
+        edges = {e: (kv.table(namespaces[ns.name]), kv.table(namespaces[ns.name], True))
+                 for e in spec.edges for ns in (spec.namespace("edge", e),)}
+        return TableMap(namespaces, nodes, edges)
+
+    def refresh(self) -> bool:
+        """Read the pointers now and swap the map if any changed (returns whether). Raises when
+        Cassandra cannot be read or a pointer row is invalid; :meth:`current` keeps the old map then."""
+        pointers = {}
+        for cluster, keyspace in {(ns.cluster, ns.keyspace) for ns in self.spec.namespaces.values()}:
+            pointers[(cluster, keyspace)] = read_pointers(self.kv.cluster_session(cluster), keyspace)
+        active = {name: resolve(ns, pointers[(ns.cluster, ns.keyspace)].get(name)) if ns.table == base_table(ns) else ns
+                  for name, ns in self.spec.namespaces.items()}
+        self._resolved = True
+        if self.refresh_s is not None:
+            self._next_check = time.monotonic() + self.refresh_s
+        if active == self._map.namespaces:
+            return False
+        old = self._map.namespaces
+        self._map = self._build(active)  # one reference assignment: readers see old or new, whole
+        for name, ns in active.items():
+            if old.get(name) != ns:
+                log.info("namespace %s now served from %s.%s", name, ns.keyspace, ns.table)
+        return True
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self.refresh()
+        except Exception:  # keep serving the current tables; retry at the next interval
+            log.warning("could not read namespace version pointers; keeping current tables", exc_info=True)
+        finally:
+            self._refreshing = False
+
+    def current(self) -> TableMap:
+        """The current map, re-checking the pointers first when they are older than ``refresh_s``."""
+        interval = self.refresh_s
+        if interval is not None:
+            now = time.monotonic()
+            if now >= self._next_check:
+                with self._lock:
+                    if now >= self._next_check and not self._refreshing:
+                        self._next_check = now + interval
+                        self._refreshing = True
+                        if not self._resolved:
+                            self._refresh_quietly()
+                        else:
+                            threading.Thread(target=self._refresh_quietly, name="rdg-ns-versions",
+                                             daemon=True).start()
+        return self._map
 
 
 def switch_version(session: Session, ns: Namespace, version: int, rows: int, checksum: str) -> ActiveVersion:
