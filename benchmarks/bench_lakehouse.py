@@ -24,15 +24,18 @@ import time
 import uuid
 from pathlib import Path
 
+from rdg_platform.kafka_client import client_config
+from rdg_platform.settings import KafkaSettings, Settings, load_settings
 
-def _produce(bootstrap: str, topic: str, partitions: int, records: list[tuple[bytes, bytes, int]]) -> None:
+
+def _produce(kafka: KafkaSettings, topic: str, partitions: int, records: list[tuple[bytes, bytes, int]]) -> None:
+    """Create the benchmark's own topic (not a platform topic, so not topology's) and fill it."""
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(kafka))
     admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
-    prod = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4",
-                     "batch.num.messages": 10000})
+    prod = Producer(client_config(kafka, **{"linger.ms": 20, "compression.type": "lz4", "batch.num.messages": 10000}))
     for i, (key, value, ts) in enumerate(records):
         while True:
             try:
@@ -44,55 +47,56 @@ def _produce(bootstrap: str, topic: str, partitions: int, records: list[tuple[by
         raise RuntimeError("benchmark records not delivered")
 
 
-def _delete_topic(bootstrap: str, topic: str) -> None:
+def _delete_topic(kafka: KafkaSettings, topic: str) -> None:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the futures
+    admin = AdminClient(client_config(kafka))  # must outlive the futures
     for fut in admin.delete_topics([topic]).values():
         fut.result(30)
 
 
-def bench_archive(rows: int, reps: int, workdir: Path) -> list[tuple[str, str, str]]:
-    from rdg_platform.config import settings
+def bench_archive(s: Settings, rows: int, reps: int, workdir: Path) -> list[tuple[str, str, str]]:
+    from rdg_platform.avro import AvroSerde
+    from rdg_platform.avro.bulk import AvroTopicDecoder
+    from rdg_platform.kafka_client import security_config
     from rdg_platform.lakehouse.archive import archive_records, archive_window, read_archive
     from rdg_platform.lakehouse.catalog import CatalogConfig
-    from rdg_platform.avro.bulk import AvroTopicDecoder
     from rdg_platform.lakehouse.kafka_window import WindowBatch, read_window
     from rdg_platform.lakehouse.schema import archive_schema, hour_partition_spec
-    from rdg_platform.lakehouse.testing import generate_events
-    from rdg_platform.model import default_spec
-    from rdg_platform.avro import AvroSerde
+    from tests.support.lakehouse import generate_events
 
-    cfg = settings()
-    bootstrap = cfg.kafka_bootstrap
-    schema = dict(default_spec().sources["member.playback"].schema)
+    bootstrap = s.kafka.bootstrap_servers
+    security = security_config(s.kafka)
+    schema = dict(s.load_spec().sources["member.playback"].schema)
     topic = f"bench.archive.{uuid.uuid4().hex[:8]}"  # member.playback's schema, registered under this topic
     h, prev = 1577854800000, 1577854800000 - 3_600_000
     members = max(1, rows // 20)
     evs = [e for e in generate_events(h, members, 45, prefix="bench") if e.topic == "member.playback"][:rows]
     warm = [e for e in generate_events(prev, 10, 45, prefix="warm") if e.topic == "member.playback"][:100]
-    serde = AvroSerde(cfg.registry_url, schemas={topic: schema})
-    _produce(bootstrap, topic, 4, [(e.key.encode(), serde.encode(topic, e.value), e.timestamp_ms) for e in warm + evs])
+    serde = AvroSerde.from_settings(s.registry, schemas={topic: schema})
+    _produce(s.kafka, topic, 4, [(e.key.encode(), serde.encode(topic, e.value), e.timestamp_ms) for e in warm + evs])
     cat = CatalogConfig.local(workdir / "bench-archive").load()
-    s = archive_schema(schema)
+    table_schema = archive_schema(schema)
     first: list[float] = []
     again: list[float] = []
     memory: list[float] = []
     raw: list[float] = []
     try:
-        in_memory = list(read_window(bootstrap, topic, h, h + 3_600_000))
+        in_memory = list(read_window(bootstrap, topic, h, h + 3_600_000, consumer_config=security))
         for i in range(reps):
             # Every timed write goes to a table already holding another hour (so both sides time the
             # steady state, not table creation); the sides alternate so they share the machine's noise.
             ns_k, ns_m = f"kafka{i}", f"memory{i}"
-            archive_window(cat, topic, schema, serde, bootstrap, prev, h, namespace=ns_k)
-            archive_window(cat, topic, schema, serde, bootstrap, prev, h, namespace=ns_m)
+            archive_window(cat, topic, schema, serde, bootstrap, prev, h, namespace=ns_k, consumer_config=security)
+            archive_window(cat, topic, schema, serde, bootstrap, prev, h, namespace=ns_m, consumer_config=security)
             t0 = time.perf_counter()
-            res, _ = archive_window(cat, topic, schema, serde, bootstrap, h, h + 3_600_000, namespace=ns_k)
+            res, _ = archive_window(cat, topic, schema, serde, bootstrap, h, h + 3_600_000, namespace=ns_k,
+                                    consumer_config=security)
             first.append(time.perf_counter() - t0)
             assert res.rows == len(evs), (res.rows, len(evs))
             t0 = time.perf_counter()
-            res2, _ = archive_window(cat, topic, schema, serde, bootstrap, h, h + 3_600_000, namespace=ns_k)
+            res2, _ = archive_window(cat, topic, schema, serde, bootstrap, h, h + 3_600_000, namespace=ns_k,
+                                    consumer_config=security)
             again.append(time.perf_counter() - t0)
             assert res2.rows == len(evs)
             t0 = time.perf_counter()
@@ -102,14 +106,14 @@ def bench_archive(rows: int, reps: int, workdir: Path) -> list[tuple[str, str, s
             data = read_archive(cat, topic, h, h + 3_600_000, namespace=ns_k)
             assert data.num_rows == len(evs)
             cat.create_namespace_if_not_exists("raw")
-            tbl = cat.create_table(f"raw.playback{i}", schema=s, partition_spec=hour_partition_spec(s))
+            tbl = cat.create_table(f"raw.playback{i}", schema=table_schema, partition_spec=hour_partition_spec(table_schema))
             tbl.append(read_archive(cat, topic, prev, h, namespace=ns_k))
             t0 = time.perf_counter()
             tbl.append(data)
             raw.append(time.perf_counter() - t0)
         # Components, for the record (not part of the ratio).
         t0 = time.perf_counter()
-        batches = list(read_window(bootstrap, topic, h, h + 3_600_000))
+        batches = list(read_window(bootstrap, topic, h, h + 3_600_000, consumer_config=security))
         t_read = time.perf_counter() - t0
         values = [v for b in batches for v in b.values if v is not None]
         t0 = time.perf_counter()
@@ -121,7 +125,7 @@ def bench_archive(rows: int, reps: int, workdir: Path) -> list[tuple[str, str, s
         t_rec = time.perf_counter() - t0
     finally:
         serde.close()
-        _delete_topic(bootstrap, topic)
+        _delete_topic(s.kafka, topic)
     n = len(evs)
     a, a2, am, r = (n / statistics.median(x) for x in (first, again, memory, raw))
     assert all(isinstance(b, WindowBatch) for b in in_memory)
@@ -139,12 +143,11 @@ def bench_archive(rows: int, reps: int, workdir: Path) -> list[tuple[str, str, s
             ("ratio in-memory archive/raw", "", f"{am / r:.2f}")]
 
 
-def bench_rebuild(members: int, namespace: str, master: str, workdir: Path) -> list[tuple[str, str, str]]:
+def bench_rebuild(s: Settings, members: int, namespace: str, master: str,
+                  workdir: Path) -> list[tuple[str, str, str]]:
     import json
 
-    from rdg_platform.config import settings
     from rdg_platform.kv.graph_store import GraphStore
-    from rdg_platform.kv.testing import isolated_spec, unique_keyspace
     from rdg_platform.lakehouse.archive import archive_records
     from rdg_platform.lakehouse.backfill import build_lookup
     from rdg_platform.lakehouse.catalog import CatalogConfig
@@ -155,13 +158,14 @@ def bench_rebuild(members: int, namespace: str, master: str, workdir: Path) -> l
         ensure_spark_jars,
         rebuild_namespace,
     )
-    from rdg_platform.lakehouse.testing import generate_events
     from rdg_platform.model import map_event
+    from tests.support.kv import isolated_spec, unique_keyspace
+    from tests.support.lakehouse import generate_events
 
     h = 1577854800000
     cc = CatalogConfig.local(workdir / "bench-rebuild")
     cat = cc.load()
-    spec = isolated_spec(unique_keyspace("rdg_bench_lk"))
+    spec = isolated_spec(unique_keyspace("rdg_bench_lk"), s)
     evs = generate_events(h, members, 20, prefix="bench")
     by_topic: dict[str, list[WindowRecord]] = {}
     for i, e in enumerate(evs):
@@ -171,16 +175,20 @@ def bench_rebuild(members: int, namespace: str, master: str, workdir: Path) -> l
     lookup = build_lookup(cat, spec)
     ns = spec.namespaces[namespace]
     records = [r for e in evs for r in map_event(spec, e.topic, e.value, lookup) if r.kind == ns.kind and r.type == ns.type]
-    store = GraphStore.from_spec(spec)
+    store = GraphStore.from_spec(spec, s.cassandra)
     store.ensure_schema()
     try:
         t0 = time.perf_counter()
         for i in range(0, len(records), 500):
             store.write(records[i:i + 500])
         t_sink = time.perf_counter() - t0
-        spark = build_spark_session(SparkConfig(master=master, shuffle_partitions=2), cc,
-                                    ensure_spark_jars(settings().cache_dir / "jars" / "spark"))
-        res = rebuild_namespace(spark, cc, spec, namespace, lookup)
+        c = s.cassandra
+        spark = build_spark_session(
+            SparkConfig(master=master, shuffle_partitions=2, cassandra_host=c.hosts[0], cassandra_port=c.port,
+                        cassandra_username=c.username,
+                        cassandra_password=c.password.get_secret_value() if c.password else None),
+            cc, ensure_spark_jars(s.cache_dir / "jars" / "spark"))
+        res = rebuild_namespace(spark, cc, spec, namespace, lookup, cassandra=c)
         spark.stop()
         t_rebuild = res.seconds
         wr = res.timings.get("write_s", 0.0)
@@ -200,14 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--members", type=int, default=1000, help="members for the rebuild data (20 events each)")
     ap.add_argument("--namespace", default="edge.started_watching", help="namespace to rebuild")
     ap.add_argument("--reps", type=int, default=5, help="archive/append repetitions (medians are reported)")
-    ap.add_argument("--spark-master", default="local[2]")
+    ap.add_argument("--spark-master", default=None, help="default RDG_SPARK_MASTER")
     ap.add_argument("--skip-rebuild", action="store_true", help="archive part only (no Cassandra/Spark)")
     args = ap.parse_args(argv)
+    s = load_settings()  # the benchmark is an entry point
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory() as d:
-        rows += bench_archive(args.rows, args.reps, Path(d))
+        rows += bench_archive(s, args.rows, args.reps, Path(d))
         if not args.skip_rebuild:
-            rows += bench_rebuild(args.members, args.namespace, args.spark_master, Path(d))
+            rows += bench_rebuild(s, args.members, args.namespace, args.spark_master or s.spark.master, Path(d))
     print("| lakehouse benchmark | n | rate |\n|---|---|---|")
     for name, n, rate in rows:
         print(f"| {name} | {n} | {rate} |")

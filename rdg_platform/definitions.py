@@ -1,73 +1,66 @@
 """THE Dagster entry point (``workspace.yaml`` loads ``rdg_platform.definitions:defs``).
 
-Wires every domain's module-level lists (``assets``, ``asset_checks``, ``jobs``, ``schedules``,
-``sensors``) and the resources. The environment is chosen here, once, from ``RDG_ENV``
-(``local`` by default, or ``prod``); no other module reads it, so importing a domain never depends on
-where it will run. Production resources take their endpoints and every secret from ``EnvVar``.
+As an entry point it builds the settings once (:func:`rdg_platform.settings.load_settings`; ``RDG_ENV``
+chooses ``local`` or ``prod``), builds the shared resources from them once, and merges the
+``Definitions`` each domain owns (``rdg_platform.assets.<domain>.defs(settings, resources)``, its
+assets, checks, jobs, schedules, sensors and the resources they use) with ``Definitions.merge``.
+Importing a domain module has no side effects and reads no environment.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
+import inspect
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
-from dagster import Definitions, EnvVar
+from dagster import Definitions
 
-Env = Literal["local", "prod"]
+from rdg_platform.resources import PlatformResources, platform_resources
+from rdg_platform.settings import Settings, load_settings
 
 # Order = how the UI lists them; each is rdg_platform.assets.<domain>.
 DOMAINS: tuple[str, ...] = ("archive", "backfill", "rebuild", "maintenance", "streaming_control", "quality", "dbt")
 _LISTS = ("assets", "asset_checks", "jobs", "schedules", "sensors")
 
 
-def current_env() -> Env:
-    env = os.environ.get("RDG_ENV", "local").strip().lower() or "local"
-    if env not in ("local", "prod"):
-        raise ValueError(f"RDG_ENV must be 'local' or 'prod', not {env!r}")
-    return env  # type: ignore[return-value]
+def domain_definitions(name: str, settings: Settings, resources: PlatformResources) -> Definitions:
+    """One domain's Definitions: its ``defs(settings[, resources])``."""
+    mod = importlib.import_module(f"rdg_platform.assets.{name}")
+    build = getattr(mod, "defs", None)
+    if callable(build):
+        takes_resources = len(inspect.signature(build).parameters) > 1
+        built = build(settings, resources) if takes_resources else build(settings)
+        if not isinstance(built, Definitions):
+            raise TypeError(f"rdg_platform.assets.{name}.defs returned {type(built).__name__}, not Definitions")
+        return built
+    if name == "streaming_control":
+        return _streaming_control_lists(mod, settings)
+    raise TypeError(f"rdg_platform.assets.{name} has no defs(settings) function")
 
 
-def domain_lists(domains: Sequence[str] = DOMAINS) -> dict[str, list[Any]]:
-    """Concatenate the domains' lists (a domain missing one of them contributes nothing to it)."""
-    out: dict[str, list[Any]] = {k: [] for k in _LISTS}
-    for d in domains:
-        mod = importlib.import_module(f"rdg_platform.assets.{d}")
-        for k in _LISTS:
-            out[k].extend(getattr(mod, k, []) or [])
-    return out
-
-
-def build_resources(env: Env) -> dict[str, Any]:
-    """Every resource key the domains use, configured for ``env``."""
-    from rdg_platform.assets.dbt import dbt_resource
-    from rdg_platform.assets.quality.checks import QualityResource
+def _streaming_control_lists(mod: Any, settings: Settings) -> Definitions:
+    """The streaming control domain while it still exposes module-level lists: wrapped here, with its
+    launcher resource, until it owns a ``defs(settings)`` like the other domains."""
     from rdg_platform.assets.streaming_control.resource import StreamingLauncherResource
-    from rdg_platform.resources import local_resources, prod_resources
 
-    if env == "local":
-        res = local_resources()
-        res["streaming_launcher"] = StreamingLauncherResource(kind="local")
-        res["quality"] = QualityResource()
+    if settings.env == "prod":
+        launcher = StreamingLauncherResource(settings, kind="kubernetes", env_secret="rdg-platform-secrets",
+                                             service_account="rdg-streaming", lag_alert_threshold=500_000,
+                                             lag_timeout_s=5.0)
     else:
-        res = prod_resources()
-        res["streaming_launcher"] = StreamingLauncherResource(
-            kind="kubernetes", namespace=EnvVar("RDG_K8S_NAMESPACE"), image=EnvVar("RDG_IMAGE"),
-            bootstrap_servers=EnvVar("RDG_KAFKA_BOOTSTRAP"), env_secret="rdg-platform-secrets",
-            service_account="rdg-streaming", lag_alert_threshold=500_000, lag_timeout_s=5.0)
-        # Production is bigger and busier: longer windows, larger samples, a tighter freshness bound.
-        res["quality"] = QualityResource(lookback_hours=6, max_rows=1_000_000, sample_size=10_000,
-                                         duplicate_event_id_rate=0.001, freshness_max_lag_s=900)
-    res["dbt"] = dbt_resource()
-    return res
-
-
-def build_definitions(env: Env | None = None, domains: Sequence[str] = DOMAINS) -> Definitions:
-    e = env or current_env()
-    lists = domain_lists(domains)
+        launcher = StreamingLauncherResource(settings, kind="local")
+    lists = {k: list(getattr(mod, k, []) or []) for k in _LISTS}
     return Definitions(assets=lists["assets"], asset_checks=lists["asset_checks"], jobs=lists["jobs"],
-                       schedules=lists["schedules"], sensors=lists["sensors"], resources=build_resources(e))
+                       schedules=lists["schedules"], sensors=lists["sensors"],
+                       resources={"streaming_launcher": launcher})
 
 
-defs = build_definitions()
+def build_definitions(settings: Settings, domains: Sequence[str] = DOMAINS) -> Definitions:
+    """Every domain's Definitions, merged; the shared resources are built once so that each key is one
+    object (``Definitions.merge`` rejects two different objects under one key)."""
+    shared = platform_resources(settings)
+    return Definitions.merge(*(domain_definitions(d, settings, shared) for d in domains))
+
+
+defs = build_definitions(load_settings())

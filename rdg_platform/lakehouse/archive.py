@@ -7,7 +7,7 @@ old or the new hour, never a mix. Undecodable records are counted by reason and 
 
 Speed (the issue's target: at least half a raw Iceberg append of the same Arrow data): nothing is
 done per record in Python beyond reading it off Kafka. Values are decoded in bulk, column-wise into
-Arrow (:mod:`rdg_platform.lakehouse.decoding`), Kafka coordinates become Arrow arrays straight from
+Arrow (:mod:`rdg_platform.avro.bulk`), Kafka coordinates become Arrow arrays straight from
 the batch's lists, and the hour is written with a single overwrite.
 """
 
@@ -29,21 +29,22 @@ from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, Le
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
-from rdg_platform.lakehouse.catalog import ARCHIVE_NAMESPACE
 from rdg_platform.avro.bulk import AvroTopicDecoder, BulkDecoder, Decoder, RecordDecoder
+from rdg_platform.lakehouse.catalog import ARCHIVE_NAMESPACE
 from rdg_platform.lakehouse.kafka_window import WindowBatch, WindowRead, WindowRecord, read_window
 from rdg_platform.lakehouse.schema import (
     KAFKA_COLUMN_NAMES,
     archive_schema,
     hour_partition_spec,
     rows_to_arrow,
-    table_name_for_topic,
 )
+from rdg_platform.topology import archive_table
 
 if TYPE_CHECKING:
     from rdg_platform.avro import AvroSerde
 
 WriterSchemaLookup = Callable[[int], Mapping[str, Any] | None]
+SOURCE_TOPIC_PROPERTY = "rdg.source-topic"  # table property naming the topic a table archives
 
 
 @dataclass
@@ -70,7 +71,7 @@ class ArchiveResult:
 
 
 def archive_identifier(topic: str, namespace: str = ARCHIVE_NAMESPACE) -> str:
-    return f"{namespace}.{table_name_for_topic(topic)}"
+    return f"{namespace}.{archive_table(topic)}"
 
 
 def ts_range_filter(start_ms: int, end_ms: int, column: str = "kafka_ts") -> BooleanExpression:
@@ -96,7 +97,7 @@ def ensure_archive_table(catalog: Catalog, topic: str, avro_schema: Mapping[str,
     except NoSuchTableError:
         table = catalog.create_table_if_not_exists(
             ident, schema=wanted, partition_spec=hour_partition_spec(wanted),
-            properties={"write.parquet.compression-codec": "zstd", "rdg.source-topic": topic})
+            properties={"write.parquet.compression-codec": "zstd", SOURCE_TOPIC_PROPERTY: topic})
         return table, []
     return table, evolve_table(table, avro_schema)
 

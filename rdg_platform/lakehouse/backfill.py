@@ -22,8 +22,8 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
 from rdg_platform.lakehouse.archive import read_archive
-from rdg_platform.lakehouse.lww import lww_compact
 from rdg_platform.lakehouse.schema import arrow_to_events
+from rdg_platform.model.lww import lww_compact
 from rdg_platform.model.mapping import BadEventError, GraphRecord, map_event, to_epoch_ms
 from rdg_platform.model.spec import GraphSpec
 
@@ -102,7 +102,7 @@ def replay(catalog: Catalog, spec: GraphSpec, start_ms: int, end_ms: int,
     """Replay [start, end) chunk by chunk (an hour by default) and write the compacted records.
 
     ``write`` is ``GraphStore.write`` (or anything with its contract: blocks until acknowledged,
-    raises on failure). Chunked compaction is exact (see :mod:`rdg_platform.lakehouse.lww`), so
+    raises on failure). Chunked compaction is exact (see :mod:`rdg_platform.model.lww`), so
     memory is bounded by one chunk's distinct nodes/edges.
     """
     t0 = time.perf_counter()

@@ -20,13 +20,9 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from pyiceberg.catalog.sql import SqlCatalog
-
-from rdg_platform.config import Settings
-from rdg_platform.config import settings as load_settings
 
 DEFAULT_CATALOG_NAME = "rdg"
 ARCHIVE_NAMESPACE = "archive"
@@ -58,10 +54,9 @@ class CatalogConfig:
     s3_path_style_access: bool | None = None
 
     @classmethod
-    def local(cls, base_dir: Path | None = None, name: str = DEFAULT_CATALOG_NAME,
-              cfg: Settings | None = None) -> CatalogConfig:
-        """SQLite catalog + file warehouse under ``base_dir`` (default ``<state_dir>/iceberg``)."""
-        base = (base_dir or (cfg or load_settings()).state_dir / "iceberg").resolve()
+    def local(cls, base_dir: Path, name: str = DEFAULT_CATALOG_NAME) -> CatalogConfig:
+        """SQLite catalog + file warehouse under ``base_dir`` (the platform's: ``<state_dir>/iceberg``)."""
+        base = base_dir.resolve()
         return cls(name=name, uri=f"sqlite:///{base / 'catalog.db'}", warehouse=(base / "warehouse").as_uri())
 
     @property
@@ -164,8 +159,3 @@ def _sqlite_wal(db: Path) -> None:
         con.execute("PRAGMA journal_mode=WAL")
     finally:
         con.close()
-
-
-def describe(cfg: CatalogConfig) -> dict[str, Any]:
-    """Secrets-free summary for logs and Dagster metadata."""
-    return {"catalog": cfg.name, "uri": cfg.uri, "warehouse": cfg.warehouse}

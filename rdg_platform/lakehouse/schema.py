@@ -55,11 +55,6 @@ class UnsupportedAvroTypeError(ValueError):
     """An Avro construct the archive cannot represent (nested records, multi-type unions)."""
 
 
-def table_name_for_topic(topic: str) -> str:
-    """``member.login`` -> ``member_login`` (Iceberg/SQL friendly)."""
-    return topic.replace(".", "_").replace("-", "_")
-
-
 class _Ids:
     def __init__(self, start: int) -> None:
         self._it = itertools.count(start)
@@ -120,10 +115,6 @@ def hour_partition_spec(schema: Schema) -> PartitionSpec:
     """Partition by hour of the Kafka timestamp: an hour's re-archive replaces whole files."""
     src = schema.find_field(PARTITION_SOURCE)
     return PartitionSpec(PartitionField(src.field_id, 1000, HourTransform(), "kafka_ts_hour"))
-
-
-def event_field_names(schema: Schema) -> list[str]:
-    return [f.name for f in schema.fields if f.name not in KAFKA_COLUMN_NAMES]
 
 
 def _to_ts(value: Any) -> datetime | None:

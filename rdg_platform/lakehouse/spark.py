@@ -7,7 +7,7 @@ Rebuild of namespace N (blue/green):
 1. read the archive tables of every topic whose mapping produces N's type (Spark SQL on the shared
    JdbcCatalog), timestamps as epoch millis;
 2. ``mapPartitions``: each row -> ``map_event`` (the same code as streaming; side inputs broadcast)
-   -> records of N's type -> per-node/edge LWW state (:mod:`rdg_platform.lakehouse.lww`);
+   -> records of N's type -> per-node/edge LWW state (:mod:`rdg_platform.model.lww`);
 3. ``reduceByKey``: merge the states (per-property latest event time wins, ``updated_at`` = max);
 4. create ``<table>_v<K+1>`` (+ ``_in``) with the namespace's TTL/compaction, and write each state's
    records from the executors with the KV layer's own UPSERT (``USING TIMESTAMP`` = event time,
@@ -15,7 +15,7 @@ Rebuild of namespace N (blue/green):
    time the live path gives it;
 5. validate: row count read back through the Spark Cassandra connector == the number of states, and
    the checksum (values + write times) of the new tables; then flip the pointer
-   (:mod:`rdg_platform.lakehouse.versions`).
+   (:mod:`rdg_platform.kv.versions`).
 
 Why the write does not go through the connector's writer: its DataFrame path writes ``INSERT``, and
 an INSERT of a non-frozen map replaces the map (a collection tombstone at timestamp-1), which would
@@ -39,15 +39,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rdg_platform.lakehouse.catalog import ARCHIVE_NAMESPACE, CatalogConfig
-from rdg_platform.lakehouse.lww import KeyState, lww_states
-from rdg_platform.lakehouse.schema import table_name_for_topic
+from rdg_platform.model.lww import KeyState, lww_states
 from rdg_platform.model.mapping import BadEventError, map_event
 from rdg_platform.model.spec import GraphSpec, Namespace
+from rdg_platform.topology import archive_table
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from rdg_platform.lakehouse.backfill import SideInputLookup
+    from rdg_platform.settings import CassandraSettings
 
 REQUIRED_JAR_PREFIXES = ("iceberg-spark-runtime-3.5_2.12", "spark-cassandra-connector_2.12",
                          "spark-cassandra-connector-driver_2.12", "java-driver-core-shaded", "sqlite-jdbc",
@@ -128,9 +129,7 @@ def build_spark_session(cfg: SparkConfig, catalog: CatalogConfig, jars: list[str
         # driver on 127.0.0.1; no other interface is reachable or needed).
         b = b.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
         # Python workers must run this interpreter (the venv with the project), not the system python.
-        # (SparkContext reads PYSPARK_PYTHON from the environment, not from the builder's conf.)
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        b = b.config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
+        b = b.config("spark.pyspark.python", sys.executable)
     if cfg.cassandra_username:
         b = b.config("spark.cassandra.auth.username", cfg.cassandra_username)
     if cfg.cassandra_password is not None:
@@ -141,6 +140,11 @@ def build_spark_session(cfg: SparkConfig, catalog: CatalogConfig, jars: list[str
         spark = b.getOrCreate()
     except Exception as exc:  # py4j/JVM start-up errors carry the cause in their message
         raise SparkSetupError(f"Spark session failed to start: {exc}") from exc
+    if runs_on_this_machine(cfg.master):
+        # PySpark takes the workers' interpreter from PYSPARK_PYTHON (default ``python3``), not from
+        # the builder's conf; the context's attribute is what its RDD functions carry to the JVM, so
+        # it is set here instead of mutating this process's environment.
+        spark.sparkContext.pythonExec = sys.executable
     spark.sparkContext.setLogLevel("WARN")
     return spark
 
@@ -166,11 +170,13 @@ def _map_partition(rows: Iterable[Any], spec: GraphSpec, kind: str, type_: str,
     yield from states.items()
 
 
-def _write_partition(states: Iterable[tuple[str, KeyState]], spec: GraphSpec, batch: int) -> Iterator[int]:
+def _write_partition(states: Iterable[tuple[str, KeyState]], spec: GraphSpec, batch: int,
+                     cassandra: CassandraSettings | None) -> Iterator[int]:
     """Executor side: write states through the GraphStore of a spec pointing at the new tables."""
     from rdg_platform.kv.graph_store import GraphStore
 
-    store = GraphStore.from_spec(spec, version_refresh_s=None)  # the new tables, never the live pointer
+    # The new tables, never the live pointer; ``cassandra`` carries the credentials and CA.
+    store = GraphStore.from_spec(spec, cassandra, version_refresh_s=None)
     n = 0
     buf = []
     try:
@@ -207,7 +213,7 @@ def archive_frame(spark: SparkSession, catalog: CatalogConfig, topic: str, start
     from pyspark.sql import functions as F
     from pyspark.sql.types import TimestampType
 
-    df = spark.table(f"{catalog.name}.{namespace}.{table_name_for_topic(topic)}")
+    df = spark.table(f"{catalog.name}.{namespace}.{archive_table(topic)}")
     if start_ms is not None:
         df = df.where(F.col("kafka_ts") >= F.timestamp_millis(F.lit(start_ms)))
     if end_ms is not None:
@@ -242,23 +248,25 @@ def compute_states(spark: SparkSession, catalog: CatalogConfig, spec: GraphSpec,
 
 def rebuild_namespace(spark: SparkSession, catalog: CatalogConfig, spec: GraphSpec, namespace: str,
                       lookup: SideInputLookup, *, start_ms: int | None = None, end_ms: int | None = None,
-                      switch: bool = True, write_batch: int = 500,
+                      switch: bool = True, write_batch: int = 500, cassandra: CassandraSettings | None = None,
                       log: Any = None) -> RebuildResult:
-    """Rebuild ``namespace`` into its next version, validate it and (``switch``) make it active."""
+    """Rebuild ``namespace`` into its next version, validate it and (``switch``) make it active.
+    ``cassandra`` gives the driver and the executors their credentials and CA (none when None)."""
+    from rdg_platform.kv import versions
+    from rdg_platform.kv.schema import ensure_schema
     from rdg_platform.kv.store import KVStore
-    from rdg_platform.lakehouse import versions
 
     t0 = time.perf_counter()
     ns = spec.namespaces[namespace]
-    kv = KVStore.from_spec(spec)
+    kv = KVStore.from_spec(spec, cassandra)
     try:
-        session = kv.registry.session(ns.cluster)
+        session = kv.cluster_session(ns.cluster)
         current = versions.active_version(session, ns)
         version = current.version + 1
         target = versions.versioned(ns, version)
         for tbl_name in target.tables:  # a failed earlier attempt may have left rows behind
             session.execute(f"DROP TABLE IF EXISTS {ns.keyspace}.{tbl_name}")
-        KVStore({target.name: target}, kv.registry, spec.replication_factor).ensure_schema()
+        ensure_schema(kv, spec, [target])
         res = RebuildResult(namespace, version, target.tables)
 
         def say(msg: str) -> None:
@@ -272,7 +280,7 @@ def rebuild_namespace(spark: SparkSession, catalog: CatalogConfig, spec: GraphSp
         say(f"{namespace}: {res.keys} nodes/edges computed from the archive; writing {target.table}")
         new_spec = _spec_with(spec, target)
         t = time.perf_counter()
-        written = states.mapPartitions(lambda it: _write_partition(it, new_spec, write_batch)).sum()
+        written = states.mapPartitions(lambda it: _write_partition(it, new_spec, write_batch, cassandra)).sum()
         res.timings["write_s"] = time.perf_counter() - t
         states.unpersist()
         if written != res.keys:

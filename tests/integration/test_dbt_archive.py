@@ -8,7 +8,7 @@ is downloaded at run time.
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -18,10 +18,12 @@ from typing import Any
 import duckdb
 import pytest
 
+from rdg_platform.assets.dbt import dbt_vars
 from rdg_platform.lakehouse.archive import ensure_archive_table, replace_window
 from rdg_platform.lakehouse.catalog import CatalogConfig
 from rdg_platform.lakehouse.schema import rows_to_arrow
 from rdg_platform.model.spec import load_avro_schema
+from rdg_platform.resources import IcebergCatalogResource
 
 pytestmark = pytest.mark.integration
 
@@ -71,28 +73,24 @@ def write_archive(base: Path) -> CatalogConfig:
     return cfg
 
 
-def dbt_env(cfg: CatalogConfig, tmp: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"RDG_DBT_ICEBERG_URI": cfg.uri, "RDG_DBT_ICEBERG_WAREHOUSE": cfg.warehouse,
-                "RDG_DBT_ICEBERG_CATALOG": cfg.name, "RDG_DBT_DUCKDB_PATH": str(tmp / "analytics.duckdb"),
-                "RDG_DBT_EXTENSION_DIR": str(tmp / "ext"), "DBT_TARGET_PATH": str(tmp / "target"),
-                "DBT_LOG_PATH": str(tmp / "logs")})
-    return env
-
-
 def test_dbt_build_on_real_archive(tmp_path: Path) -> None:
-    cfg = write_archive(tmp_path / "iceberg")
-    (tmp_path / "ext").mkdir()
-    env = dbt_env(cfg, tmp_path)
+    """``dbt build`` as the Dagster asset runs it: the catalog and DuckDB paths as ``--vars`` from
+    :func:`rdg_platform.assets.dbt.dbt_vars`, nothing from the environment."""
+    catalog = write_archive(tmp_path / "iceberg")
+    iceberg = IcebergCatalogResource(catalog_name=catalog.name, uri=catalog.uri, warehouse=catalog.warehouse)
+    duck = tmp_path / "duck"
+    (duck / "duckdb_extensions").mkdir(parents=True)
     dbt = str(Path(sys.executable).parent / "dbt")
-    proc = subprocess.run([dbt, "build", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)],
-                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run([dbt, "build", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
+                           "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"),
+                           "--vars", json.dumps(dbt_vars(iceberg, duck))],
+                          capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "ERROR=0" in proc.stdout and "PASS=" in proc.stdout, proc.stdout[-2000:]
     # Nothing was installed/downloaded into DuckDB's extension directory.
-    assert list((tmp_path / "ext").rglob("*")) == []
+    assert list((duck / "duckdb_extensions").rglob("*")) == []
 
-    con = duckdb.connect(str(tmp_path / "analytics.duckdb"), read_only=True)
+    con = duckdb.connect(str(duck / "rdg_analytics.duckdb"), read_only=True)
     try:
         journeys = con.execute("select account_id, devices, is_cross_device, device_switches, verticals "
                                "from member_cross_device_journeys order by account_id").fetchall()

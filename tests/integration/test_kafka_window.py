@@ -11,8 +11,9 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from rdg_platform.config import Settings
+from rdg_platform.kafka_client import client_config, security_config
 from rdg_platform.lakehouse.kafka_window import KafkaReadError, WindowRead, read_window
+from rdg_platform.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +24,7 @@ H = 1_700_000_000_000 // HOUR * HOUR
 @pytest.fixture()
 def topic(services: object, cfg: Settings) -> Iterator[str]:
     name = f"rdgtest.window.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap})
+    admin = AdminClient(client_config(cfg.kafka))
     admin.create_topics([NewTopic(name, 3, 1)])[name].result(30)
     yield name
     for fut in admin.delete_topics([name]).values():
@@ -32,7 +33,7 @@ def topic(services: object, cfg: Settings) -> Iterator[str]:
 
 def _produce(cfg: Settings, topic: str, records: list[tuple[int, int, bytes | None]]) -> None:
     """(partition, timestamp ms, key) records, in this order; the value names the record."""
-    prod = Producer({"bootstrap.servers": cfg.kafka_bootstrap, "linger.ms": 5})
+    prod = Producer(client_config(cfg.kafka, **{"linger.ms": 5}))
     for i, (p, ts, key) in enumerate(records):
         prod.produce(topic, value=f"v{i}".encode(), key=key, partition=p, timestamp=ts)
     assert prod.flush(30) == 0
@@ -56,7 +57,8 @@ def test_window_is_exact_across_out_of_order_timestamps(cfg: Settings, topic: st
     want = {f"v{i}".encode(): (p, ts, key) for i, (p, ts, key) in enumerate(records) if H <= ts < H + HOUR}
     res = WindowRead(topic, H, H + HOUR)
     got: dict[bytes, tuple[int, int, bytes | None]] = {}
-    batches = list(read_window(cfg.kafka_bootstrap, topic, H, H + HOUR, batch_size=700, result=res))
+    batches = list(read_window(cfg.kafka.bootstrap_servers, topic, H, H + HOUR, batch_size=700, result=res,
+                                   consumer_config=security_config(cfg.kafka)))
     assert len(batches) > 1  # batch_size is honoured
     for b in batches:
         assert len(b.partitions) == len(b.offsets) == len(b.timestamps) == len(b.keys) == len(b.values)
@@ -79,7 +81,9 @@ def test_window_is_exact_across_out_of_order_timestamps(cfg: Settings, topic: st
 def test_empty_window_and_missing_topic(cfg: Settings, topic: str) -> None:
     _produce(cfg, topic, [(0, H, b"a"), (1, H + 1, b"b")])
     res = WindowRead(topic, H + 5 * HOUR, H + 6 * HOUR)
-    assert list(read_window(cfg.kafka_bootstrap, topic, H + 5 * HOUR, H + 6 * HOUR, result=res)) == []
+    assert list(read_window(cfg.kafka.bootstrap_servers, topic, H + 5 * HOUR, H + 6 * HOUR, result=res,
+                            consumer_config=security_config(cfg.kafka))) == []
     assert res.records == 0
     with pytest.raises(KafkaReadError, match="not available"):
-        list(read_window(cfg.kafka_bootstrap, f"{topic}.nope", H, H + HOUR, timeout_s=5))
+        list(read_window(cfg.kafka.bootstrap_servers, f"{topic}.nope", H, H + HOUR, timeout_s=5,
+                         consumer_config=security_config(cfg.kafka)))

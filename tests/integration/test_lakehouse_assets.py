@@ -17,23 +17,29 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
-from dagster import materialize
+from dagster import AssetKey, AssetsDefinition, materialize
 
-from rdg_platform.assets import archive as archive_assets
-from rdg_platform.assets import backfill as backfill_assets
 from rdg_platform.assets import maintenance as maint_assets
 from rdg_platform.assets import rebuild as rebuild_assets
-from rdg_platform.config import Settings
+from rdg_platform.assets.archive import archive_topics, build_archive_assets
+from rdg_platform.assets.backfill import build_backfill_asset
+from rdg_platform.kafka_client import client_config, security_config
+from rdg_platform.kv import versions
 from rdg_platform.kv.graph_store import GraphStore
-from rdg_platform.kv.testing import isolated_spec, unique_keyspace
-from rdg_platform.lakehouse import versions
 from rdg_platform.lakehouse.archive import read_archive
 from rdg_platform.lakehouse.backfill import build_lookup
 from rdg_platform.lakehouse.maintenance import data_files_per_hour, referenced_files
-from rdg_platform.lakehouse.testing import SourceEvent, generate_events, postgres_server
 from rdg_platform.model import GraphSpec, map_event
-from rdg_platform.resources import CassandraResource, IcebergCatalogResource, KafkaResource, SparkResource
+from rdg_platform.resources import (
+    CassandraResource,
+    IcebergCatalogResource,
+    SparkResource,
+    platform_resources,
+)
+from rdg_platform.settings import Settings
+from rdg_platform.topology import archive_table, ensure_topics
+from tests.support.kv import isolated_spec, unique_keyspace
+from tests.support.lakehouse import SourceEvent, generate_events, postgres_server
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +47,6 @@ HOUR = datetime(2020, 1, 2, tzinfo=UTC) + timedelta(hours=random.Random(uuid.uui
 HOUR_MS = int(HOUR.timestamp() * 1000)
 PARTITION_KEY = HOUR.strftime("%Y-%m-%d-%H:00")
 PREFIX = f"lk{uuid.uuid4().hex[:6]}"
-ARCHIVE = archive_assets.assets
 ORDER = [("kafka_partition", "ascending"), ("kafka_offset", "ascending")]
 GARBAGE_TOPIC = "member.playback"  # gets one undecodable record in the hour
 
@@ -64,23 +69,9 @@ def events() -> list[SourceEvent]:
     return generate_events(HOUR_MS, n_members=12, events_per_member=8, prefix=PREFIX)
 
 
-def _ensure_topics(cfg: Settings, spec: GraphSpec) -> None:
-    try:
-        from rdg_platform.topology import ensure_topics
-
-        ensure_topics(cfg.kafka_bootstrap, spec)
-        return
-    except ImportError:
-        pass
-    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap})
-    have = set(admin.list_topics(timeout=10).topics)
-    new = [NewTopic(s.topic, s.partitions, 1) for s in spec.sources.values() if s.topic not in have]
-    for fut in admin.create_topics(new).values() if new else []:
-        try:
-            fut.result()
-        except Exception as exc:  # created concurrently by another test session
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
+@pytest.fixture(scope="module")
+def archive_assets(cfg: Settings) -> list[AssetsDefinition]:
+    return build_archive_assets(archive_topics(cfg.load_spec()))
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +80,9 @@ def produced(services: object, cfg: Settings, events: list[SourceEvent]) -> Coun
     from rdg_platform.avro import AvroSerde
 
     spec = isolated_spec("unused", cfg)
-    _ensure_topics(cfg, spec)
-    serde = AvroSerde(cfg.registry_url)
-    p = Producer({"bootstrap.servers": cfg.kafka_bootstrap, "linger.ms": 5})
+    ensure_topics(cfg.kafka.bootstrap_servers, spec, overrides=cfg.topics_file, admin_conf=security_config(cfg.kafka))
+    serde = AvroSerde.from_settings(cfg.registry)
+    p = Producer(client_config(cfg.kafka, **{"linger.ms": 5}))
     counts: Counter[str] = Counter()
     for e in events:
         p.produce(e.topic, key=e.key.encode(), value=serde.encode(e.topic, e.value), timestamp=e.timestamp_ms)
@@ -101,16 +92,26 @@ def produced(services: object, cfg: Settings, events: list[SourceEvent]) -> Coun
     return counts
 
 
-def _resources(iceberg: IcebergCatalogResource, keyspace: str, **extra: Any) -> dict[str, Any]:
-    return {"kafka": KafkaResource(), "iceberg": iceberg, "cassandra": CassandraResource(keyspace=keyspace), **extra}
+def _cassandra(cfg: Settings, keyspace: str) -> CassandraResource:
+    """The session's Cassandra resource (as definitions.py builds it) with namespaces in ``keyspace``."""
+    return platform_resources(cfg.model_copy(update={
+        "cassandra": cfg.cassandra.model_copy(update={"keyspace": keyspace})})).cassandra
+
+
+def _resources(cfg: Settings, iceberg: IcebergCatalogResource, keyspace: str, **extra: Any) -> dict[str, Any]:
+    """The resources definitions.py builds from the session's settings, with a private catalog and
+    keyspace."""
+    return {"kafka": platform_resources(cfg).kafka, "iceberg": iceberg, "cassandra": _cassandra(cfg, keyspace),
+            **extra}
 
 
 @pytest.fixture(scope="module")
-def archived(produced: Counter[str], iceberg: IcebergCatalogResource, live_ks: str) -> dict[str, Any]:
+def archived(produced: Counter[str], iceberg: IcebergCatalogResource, live_ks: str, cfg: Settings,
+             archive_assets: list[AssetsDefinition]) -> dict[str, Any]:
     """Archive the hour twice; return the second run's materialization metadata per asset."""
     out: dict[str, Any] = {}
     for _ in range(2):
-        res = materialize(ARCHIVE, partition_key=PARTITION_KEY, resources=_resources(iceberg, live_ks))
+        res = materialize(archive_assets, partition_key=PARTITION_KEY, resources=_resources(cfg, iceberg, live_ks))
         assert res.success
         for mat in res.get_asset_materialization_events():
             m = mat.step_materialization_data.materialization
@@ -124,7 +125,7 @@ def test_archive_twice_no_duplicates_and_count_equals_kafka(archived: dict[str, 
                                                             iceberg: IcebergCatalogResource) -> None:
     cat = iceberg.catalog()
     for topic, n in produced.items():
-        meta = archived[topic.replace(".", "_")]
+        meta = archived[archive_table(topic)]
         data = read_archive(cat, topic, HOUR_MS, HOUR_MS + 3_600_000)
         assert data.num_rows == n, topic
         keys = list(zip(data.column("kafka_partition").to_pylist(), data.column("kafka_offset").to_pylist(),
@@ -142,7 +143,7 @@ def test_archive_twice_no_duplicates_and_count_equals_kafka(archived: dict[str, 
 def test_archive_schema_follows_avro(archived: dict[str, Any], iceberg: IcebergCatalogResource, cfg: Settings) -> None:
     spec = isolated_spec("unused", cfg)
     for topic, src in spec.sources.items():
-        table = iceberg.catalog().load_table(f"archive.{topic.replace('.', '_')}")
+        table = iceberg.catalog().load_table(f"archive.{archive_table(topic)}")
         cols = {f.name for f in table.schema().fields}
         assert set(src.field_names) <= cols
         assert [f.name for f in table.spec().fields] == ["kafka_ts_hour"]
@@ -154,18 +155,19 @@ def test_bulk_avro_decode_matches_decode_for_topic_and_evolves(services: object,
     as AvroSerde.decode_for_topic record by record, and a newer writer schema evolves the table."""
     import struct
 
+    from rdg_platform.avro import AvroSerde, DecodeError
+    from rdg_platform.avro.bulk import AvroTopicDecoder
     from rdg_platform.lakehouse.archive import archive_records
     from rdg_platform.lakehouse.catalog import CatalogConfig
-    from rdg_platform.avro.bulk import AvroTopicDecoder
     from rdg_platform.lakehouse.kafka_window import WindowRecord
-    from rdg_platform.avro import AvroSerde, DecodeError
 
     spec = isolated_spec("unused", cfg)
     topic = f"lk-bulk-{uuid.uuid4().hex[:8]}"
     v1 = dict(spec.sources["member.login"].schema)
     v2 = {**v1, "fields": [*v1["fields"], {"name": "ab_cell", "type": ["null", "string"], "default": None}]}
     evs = [e.value for e in generate_events(HOUR_MS, 12, 6, prefix=PREFIX) if e.topic == "member.login"]
-    with AvroSerde(cfg.registry_url, schemas={topic: v1}) as s1, AvroSerde(cfg.registry_url, schemas={topic: v2}) as s2:
+    with AvroSerde.from_settings(cfg.registry, schemas={topic: v1}) as s1, \
+            AvroSerde.from_settings(cfg.registry, schemas={topic: v2}) as s2:
         good = [s1.encode(topic, e) for e in evs] + [s2.encode(topic, {**e, "ab_cell": "B"}) for e in evs[:5]]
         other_id = s1.schema_id("member.playback")  # registered, but not under this topic's subject
         values = good + [good[0][:-3], good[1] + b"\x00", b"\x01" + good[2][1:], b"\x00\x00",
@@ -202,7 +204,7 @@ def live(archived: dict[str, Any], events: list[SourceEvent], iceberg: IcebergCa
          cfg: Settings, live_ks: str) -> Iterator[GraphSpec]:
     """The 'live' graph: every event mapped and written one by one, as the sink would (no merging)."""
     spec = isolated_spec(live_ks, cfg)
-    store = GraphStore.from_spec(spec)
+    store = GraphStore.from_spec(spec, cfg.cassandra)
     store.ensure_schema()
     lookup = build_lookup(iceberg.catalog(), spec)
     for e in events:
@@ -212,10 +214,10 @@ def live(archived: dict[str, Any], events: list[SourceEvent], iceberg: IcebergCa
     store.close()
 
 
-def _checksums(spec: GraphSpec) -> dict[str, dict[str, tuple[int, str]]]:
-    store = GraphStore.from_spec(spec)
+def _checksums(spec: GraphSpec, cfg: Settings) -> dict[str, dict[str, tuple[int, str]]]:
+    store = GraphStore.from_spec(spec, cfg.cassandra)
     try:
-        session = store.kv.registry.session("default")
+        session = store.kv.cluster_session("default")
         out = {}
         for name, ns in spec.namespaces.items():
             sums = versions.namespace_checksum(session, ns)
@@ -227,23 +229,28 @@ def _checksums(spec: GraphSpec) -> dict[str, dict[str, tuple[int, str]]]:
 
 def test_backfill_reproduces_live_graph(live: GraphSpec, iceberg: IcebergCatalogResource, cfg: Settings) -> None:
     ks = unique_keyspace("rdg_test_lk_bf")
-    res = materialize(backfill_assets.assets, partition_key=PARTITION_KEY, resources=_resources(iceberg, ks))
+    backfill = build_backfill_asset(archive_topics(cfg.load_spec()))
+    res = materialize([backfill], partition_key=PARTITION_KEY, resources=_resources(cfg, iceberg, ks))
     assert res.success
     spec = isolated_spec(ks, cfg)
     try:
-        got, want = _checksums(spec), _checksums(live)
+        got, want = _checksums(spec, cfg), _checksums(live, cfg)
         assert sum(v["T"][0] for v in want.values()) > 50
         assert got == want
     finally:
-        store = GraphStore.from_spec(spec)
+        store = GraphStore.from_spec(spec, cfg.cassandra)
         store.kv.drop_keyspaces()
         store.close()
 
 
 @pytest.fixture(scope="module")
-def spark_resource(iceberg: IcebergCatalogResource, services: object) -> Iterator[SparkResource]:
-    res = SparkResource(master="local[2]", shuffle_partitions=2)
-    session = res.session(iceberg.config())  # session-scoped: later getOrCreate calls reuse it
+def spark_resource(iceberg: IcebergCatalogResource, services: object, cfg: Settings,
+                   live_ks: str) -> Iterator[SparkResource]:
+    """Spark as definitions.py builds it from the session's settings (RDG_SPARK_MASTER, the jars under
+    RDG_CACHE_DIR), on two local cores."""
+    base = platform_resources(cfg).spark
+    res = SparkResource(master=base.master, jars_dir=base.jars_dir, shuffle_partitions=2)
+    session = res.session(iceberg.config(), _cassandra(cfg, live_ks))  # later getOrCreate calls reuse it
     yield res
     session.stop()
 
@@ -258,12 +265,13 @@ def pg_iceberg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IcebergCata
 
 
 def test_postgres_catalog_archive_shared_with_spark(pg_iceberg: IcebergCatalogResource, produced: Counter[str],
-                                                    spark_resource: SparkResource, live_ks: str) -> None:
+                                                    spark_resource: SparkResource, live_ks: str, cfg: Settings,
+                                                    archive_assets: list[AssetsDefinition]) -> None:
     """Archive into a Postgres catalog, then read the same tables through Spark's JdbcCatalog on the
     same database, as production would; the catalog rows really are in Postgres."""
     import sqlalchemy as sa
 
-    res = materialize(ARCHIVE, partition_key=PARTITION_KEY, resources=_resources(pg_iceberg, live_ks))
+    res = materialize(archive_assets, partition_key=PARTITION_KEY, resources=_resources(cfg, pg_iceberg, live_ks))
     assert res.success
     cat = pg_iceberg.catalog()
     assert read_archive(cat, "member.login", HOUR_MS, HOUR_MS + 3_600_000).num_rows == produced["member.login"]
@@ -273,14 +281,15 @@ def test_postgres_catalog_archive_shared_with_spark(pg_iceberg: IcebergCatalogRe
                                         "AND table_namespace = 'archive'"), {"c": "rdgpg"}).scalars())
     engine.dispose()
     assert {"member_login", "member_playback", "catalog_titles"} <= names
-    spark = spark_resource.session(pg_iceberg.config())
+    spark = spark_resource.session(pg_iceberg.config(), _cassandra(cfg, live_ks))
     n = spark.sql("SELECT count(*) FROM rdgpg.archive.member_playback").collect()[0][0]
     assert n == produced["member.playback"]  # the undecodable record is counted, not archived
 
 
 def test_iceberg_catalog_shared_with_spark(archived: dict[str, Any], spark_resource: SparkResource,
-                                           iceberg: IcebergCatalogResource, produced: Counter[str]) -> None:
-    spark = spark_resource.session(iceberg.config())
+                                           iceberg: IcebergCatalogResource, produced: Counter[str], cfg: Settings,
+                                           live_ks: str) -> None:
+    spark = spark_resource.session(iceberg.config(), _cassandra(cfg, live_ks))
     start, end = HOUR.strftime("%Y-%m-%d %H:00:00"), (HOUR + timedelta(hours=1)).strftime("%Y-%m-%d %H:00:00")
     n = spark.sql("SELECT count(*) FROM rdg.archive.member_login WHERE kafka_ts >= to_timestamp(:start) "
                   "AND kafka_ts < to_timestamp(:end)", args={"start": start, "end": end}).collect()[0][0]
@@ -289,24 +298,24 @@ def test_iceberg_catalog_shared_with_spark(archived: dict[str, Any], spark_resou
 
 @pytest.mark.parametrize("namespace", ["edge.started_watching", "node.account"])
 def test_spark_rebuild_matches_live_and_switches(namespace: str, live: GraphSpec, spark_resource: SparkResource,
-                                                 iceberg: IcebergCatalogResource, live_ks: str) -> None:
+                                                 iceberg: IcebergCatalogResource, live_ks: str, cfg: Settings) -> None:
     ns = live.namespaces[namespace]
-    before = _checksums(live)[namespace]
+    before = _checksums(live, cfg)[namespace]
     result = rebuild_assets.rebuild_namespace_job.execute_in_process(
         run_config={"ops": {"rebuild_namespace_op": {"config": {"namespace": namespace}}}},
-        resources={"spark": spark_resource, "iceberg": iceberg, "cassandra": CassandraResource(keyspace=live_ks)})
+        resources={"spark": spark_resource, "iceberg": iceberg, "cassandra": _cassandra(cfg, live_ks)})
     assert result.success
     summary = result.output_for_node("rebuild_namespace_op")
     assert summary["switched"] and summary["version"] >= 1
-    store = GraphStore.from_spec(live)
+    store = GraphStore.from_spec(live, cfg.cassandra)
     try:
-        session = store.kv.registry.session("default")
+        session = store.kv.cluster_session("default")
         active = versions.active_namespace(session, ns)
         assert active.table == f"{ns.table}_v{summary['version']}"
         rebuilt = versions.namespace_checksum(session, active)
         assert {t.replace(active.table, "T"): v for t, v in rebuilt.items()} == before
         # Readers that honour the pointer see the same graph through the new tables.
-        switched = GraphStore.from_spec(versions.apply_namespace_versions(live, {"default": session}))
+        switched = GraphStore.from_spec(versions.apply_namespace_versions(live, {"default": session}), cfg.cassandra)
         try:
             if ns.kind == "node":
                 old = store.get_nodes(ns.type, [f"{PREFIX}-a{i}" for i in range(12)])
@@ -322,7 +331,7 @@ def test_spark_rebuild_matches_live_and_switches(namespace: str, live: GraphSpec
 
 
 def test_maintenance_compacts_and_expires_with_equal_data(archived: dict[str, Any], iceberg: IcebergCatalogResource,
-                                                          live: GraphSpec, live_ks: str) -> None:
+                                                          live: GraphSpec, live_ks: str, cfg: Settings) -> None:
     cat = iceberg.catalog()
     table = cat.load_table("archive.member_gaming")
     lo, hi = HOUR_MS, HOUR_MS + 3_600_000
@@ -338,14 +347,16 @@ def test_maintenance_compacts_and_expires_with_equal_data(archived: dict[str, An
     assert data_files_per_hour(table)[hour] == 3
     snaps_before = len(table.snapshots())
     # Break a namespace's TTL so the Cassandra maintenance has something to fix.
-    store = GraphStore.from_spec(live)
-    session = store.kv.registry.session("default")
+    store = GraphStore.from_spec(live, cfg.cassandra)
+    session = store.kv.cluster_session("default")
     plays = live.namespaces["edge.plays"]
     session.execute(f"ALTER TABLE {live_ks}.{plays.table} WITH default_time_to_live = 5")
     try:
         orphans_cfg = {"ops": {"maintenance__iceberg_remove_orphan_files": {"config": {"min_age_hours": 0}}}}
-        res = materialize([*maint_assets.assets, *maint_assets.asset_checks], resources=_resources(iceberg, live_ks),
-                          run_config=orphans_cfg)
+        topics = archive_topics(cfg.load_spec())
+        maintenance = maint_assets.build_maintenance_assets(topics)
+        res = materialize([*maintenance, maint_assets.cassandra_ttl_tombstone_health],
+                          resources=_resources(cfg, iceberg, live_ks), run_config=orphans_cfg)
         assert res.success
         orphan_meta = next(e.step_materialization_data.materialization.metadata
                            for e in res.get_asset_materialization_events()
@@ -364,12 +375,13 @@ def test_maintenance_compacts_and_expires_with_equal_data(archived: dict[str, An
         assert ttl == plays.ttl_s
         checks = res.get_asset_check_evaluations()
         assert checks and all(c.passed for c in checks)
-        again = materialize(maint_assets.assets[-1:], resources=_resources(iceberg, live_ks))
+        again = materialize(maintenance[-1:], resources=_resources(cfg, iceberg, live_ks))
         meta = again.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
         assert meta["tables_changed"].value == {}
         # Retention (last: it empties the archive of this run's hour, which is years old).
         short = IcebergCatalogResource(uri=iceberg.uri, warehouse=iceberg.warehouse, retention_days=1)
-        dropped = materialize([maint_assets.iceberg_retention], resources=_resources(short, live_ks))
+        retention = next(a for a in maintenance if a.key == AssetKey(["maintenance", "iceberg_retention"]))
+        dropped = materialize([retention], resources=_resources(cfg, short, live_ks))
         meta = dropped.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
         dropped_rows: Any = meta["rows_dropped"].value
         assert dropped_rows["member.gaming"] == before.num_rows

@@ -29,15 +29,15 @@ from rdg_platform.assets.quality.checks import (
     build_archive_quality_check,
     build_graph_quality_check,
 )
-from rdg_platform.config import Settings
 from rdg_platform.kv.graph_store import GraphStore
-from rdg_platform.kv.testing import isolated_spec, unique_keyspace
 from rdg_platform.lakehouse.archive import ensure_archive_table, replace_window
 from rdg_platform.lakehouse.catalog import CatalogConfig
 from rdg_platform.lakehouse.schema import rows_to_arrow
 from rdg_platform.model.mapping import GraphRecord
 from rdg_platform.model.spec import load_avro_schema
-from rdg_platform.resources import CassandraResource, IcebergCatalogResource
+from rdg_platform.resources import CassandraResource, IcebergCatalogResource, platform_resources
+from rdg_platform.settings import Settings, load_settings
+from tests.support.kv import isolated_spec, unique_keyspace
 
 pytestmark = pytest.mark.integration
 
@@ -56,11 +56,17 @@ def _playback(i: int, **over: Any) -> dict[str, Any]:
 
 
 def _write(base: Path, rows: list[dict[str, Any]]) -> CatalogConfig:
-    cfg = CatalogConfig.local(base)
-    table, _ = ensure_archive_table(cfg.load(), TOPIC, load_avro_schema("member_playback.avsc"))
+    catalog = CatalogConfig.local(base)
+    table, _ = ensure_archive_table(catalog.load(), TOPIC, load_avro_schema("member_playback.avsc"))
     start = int(HOUR.timestamp() * 1000)
     replace_window(table, rows_to_arrow(rows, table.schema()), start, start + 3_600_000)
-    return cfg
+    return catalog
+
+
+def _cassandra(cfg: Settings, keyspace: str) -> CassandraResource:
+    """The Cassandra resource definitions.py builds from ``cfg``, with namespaces in ``keyspace``."""
+    return platform_resources(cfg.model_copy(update={
+        "cassandra": cfg.cassandra.model_copy(update={"keyspace": keyspace})})).cassandra
 
 
 def _run_checks(check: Any, key: AssetKey, resources: dict[str, Any]) -> dict[str, AssetCheckEvaluation]:
@@ -71,11 +77,13 @@ def _run_checks(check: Any, key: AssetKey, resources: dict[str, Any]) -> dict[st
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
-def _archive_evals(cfg: CatalogConfig) -> dict[str, AssetCheckEvaluation]:
+def _archive_evals(catalog: CatalogConfig) -> dict[str, AssetCheckEvaluation]:
+    """The archive checks only read the model's Avro schema from the Cassandra resource: the local
+    defaults serve (nothing connects)."""
     key = AssetKey(["archive", "member_playback"])
     return _run_checks(build_archive_quality_check(TOPIC, key), key, {
-        "iceberg": IcebergCatalogResource(uri=cfg.uri, warehouse=cfg.warehouse),
-        "cassandra": CassandraResource(), "quality": QualityResource(lookback_hours=0)})
+        "iceberg": IcebergCatalogResource(uri=catalog.uri, warehouse=catalog.warehouse),
+        "cassandra": platform_resources(load_settings({})).cassandra, "quality": QualityResource(lookback_hours=0)})
 
 
 def test_archive_suite_passes_on_clean_table(tmp_path: Path) -> None:
@@ -100,11 +108,11 @@ def test_archive_suite_fails_on_corrupted_table(tmp_path: Path) -> None:
 
 def test_archive_suite_fails_when_a_column_is_missing(tmp_path: Path) -> None:
     """A table whose schema lost an Avro field (e.g. written by a wrong job) fails the schema rule."""
-    cfg = _write(tmp_path, [_playback(i) for i in range(5)])
-    table = cfg.load().load_table("archive.member_playback")
+    catalog = _write(tmp_path, [_playback(i) for i in range(5)])
+    table = catalog.load().load_table("archive.member_playback")
     with table.update_schema() as upd:
         upd.delete_column("title_id")
-    evals = _archive_evals(cfg)
+    evals = _archive_evals(catalog)
     assert not evals[CHECK_SCHEMA].passed
 
 
@@ -114,7 +122,7 @@ def keyspaces(services: object, cfg: Settings) -> Iterator[list[str]]:
     made: list[str] = []
     yield made
     for ks in made:
-        store = GraphStore.from_spec(isolated_spec(ks, cfg))
+        store = GraphStore.from_spec(isolated_spec(ks, cfg), cfg.cassandra)
         try:
             store.kv.drop_keyspaces()
         finally:
@@ -122,15 +130,15 @@ def keyspaces(services: object, cfg: Settings) -> Iterator[list[str]]:
 
 
 def _graph_store(ks: str, cfg: Settings) -> GraphStore:
-    store = GraphStore.from_spec(isolated_spec(ks, cfg))
+    store = GraphStore.from_spec(isolated_spec(ks, cfg), cfg.cassandra)
     store.ensure_schema()
     return store
 
 
-def _graph_evals(ks: str) -> dict[str, AssetCheckEvaluation]:
+def _graph_evals(ks: str, cfg: Settings) -> dict[str, AssetCheckEvaluation]:
     key = AssetKey(["graph", "edge", "logged_in_from"])
     return _run_checks(build_graph_quality_check("edge", "logged_in_from", key), key, {
-        "cassandra": CassandraResource(keyspace=ks), "quality": QualityResource(freshness_max_lag_s=3600)})
+        "cassandra": _cassandra(cfg, ks), "quality": QualityResource(freshness_max_lag_s=3600)})
 
 
 def test_graph_suite_passes_on_clean_namespace(keyspaces: list[str], cfg: Settings) -> None:
@@ -147,7 +155,7 @@ def test_graph_suite_passes_on_clean_namespace(keyspaces: list[str], cfg: Settin
         store.write(recs)
     finally:
         store.close()
-    evals = _graph_evals(ks)
+    evals = _graph_evals(ks, cfg)
     assert set(evals) == {CHECK_TTL, CHECK_FRESHNESS, CHECK_ORPHAN_EDGES}
     assert all(e.passed for e in evals.values()), {k: e.metadata for k, e in evals.items() if not e.passed}
 
@@ -165,11 +173,11 @@ def test_graph_suite_fails_on_corrupted_namespace(keyspaces: list[str], cfg: Set
         store.write(recs)
         # A drifted table: its default TTL no longer matches the spec's.
         ns = store.spec.namespace("edge", "logged_in_from")
-        store.kv.registry.session(ns.cluster).execute(
+        store.kv.cluster_session(ns.cluster).execute(
             f"ALTER TABLE {ns.keyspace}.{ns.table} WITH default_time_to_live = 60")
     finally:
         store.close()
-    evals = _graph_evals(ks)
+    evals = _graph_evals(ks, cfg)
     assert not evals[CHECK_ORPHAN_EDGES].passed
     assert not evals[CHECK_TTL].passed
     assert not evals[CHECK_FRESHNESS].passed

@@ -1,7 +1,8 @@
 """The Dagster UI in a real browser (Debian's Chromium via Playwright; no browser download).
 
 A session fixture starts ``dagster dev`` on a free port with a temporary DAGSTER_HOME (webserver +
-daemon, so the streaming health sensor ticks), then ``tests/ui/ui_check.py`` checks the asset graph
+daemon, so the streaming health sensor ticks) and the environment ``rdg ui`` gives it (the session's
+settings, so the definitions reach the test services; dagster-dbt prepares the dbt manifest itself), then ``tests/ui/ui_check.py`` checks the asset graph
 with every group, launches an archive partition, and reads a streaming app's health on its page.
 Chromium is installed by ``tests/ui/ensure_chromium.sh`` (Debian package) when missing.
 """
@@ -18,7 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rdg_platform.cli.dagster_ui import dagster_command, dagster_env
 from rdg_platform.local_services.base import free_ports
+from rdg_platform.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -33,17 +36,15 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="session")
-def dagster_ui(services: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def dagster_ui(services: object, cfg: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("dagster_home")
     port = free_ports(1)[0]
     log = open(home / "dagster_dev.log", "w")  # noqa: SIM115 - closed below
     # Own state dir: the UI's sensor must not supervise (or restart) the shared dev instance's apps,
     # and the archive partition launched from the browser lands in a temporary Iceberg catalog.
-    env = {**os.environ, "DAGSTER_HOME": str(home), "RDG_ENV": "local", "RDG_STATE_DIR": str(home / "rdg_state")}
-    dagster = Path(sys.executable).parent / "dagster"
-    proc = subprocess.Popen([str(dagster), "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1",
-                             "-p", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    env = dagster_env(cfg.model_copy(update={"state_dir": home / "rdg_state"}), home, "local")
+    proc = subprocess.Popen(dagster_command(port, "127.0.0.1", ROOT / "workspace.yaml"), cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240

@@ -18,10 +18,10 @@ from rdg_platform.lakehouse.archive import archive_records, read_archive
 from rdg_platform.lakehouse.backfill import build_lookup, replay
 from rdg_platform.lakehouse.catalog import CatalogConfig
 from rdg_platform.lakehouse.kafka_window import WindowRecord, hour_window
-from rdg_platform.lakehouse.lww import lww_compact
-from rdg_platform.lakehouse.schema import KAFKA_COLUMN_NAMES, archive_schema, table_name_for_topic
-from rdg_platform.lakehouse.testing import generate_events
+from rdg_platform.lakehouse.schema import KAFKA_COLUMN_NAMES, archive_schema
 from rdg_platform.model import GraphRecord, default_spec, map_event
+from rdg_platform.model.lww import lww_compact
+from tests.support.lakehouse import generate_events
 
 H = int(datetime(2020, 1, 1, 5, tzinfo=UTC).timestamp() * 1000)
 
@@ -38,7 +38,6 @@ def test_archive_schema_from_avro() -> None:
     assert all(not f.required for f in s.fields)
     ids = [f.field_id for f in s.fields] + [genres.element_id]
     assert len(ids) == len(set(ids))
-    assert table_name_for_topic("member.login") == "member_login"
 
 
 def _cassandra_cells(records: list[GraphRecord]) -> dict[tuple[str, str], tuple[int, str]]:
@@ -167,16 +166,17 @@ def test_twcs_options_follow_ttl() -> None:
 
 
 @pytest.mark.filterwarnings("ignore")
-def test_dagster_domains_load() -> None:
+def test_lakehouse_domains_merge(tmp_path: Path) -> None:
+    """The lakehouse domains' Definitions merge (one shared resource object per key) and load."""
     from dagster import Definitions
 
     from rdg_platform.assets import archive, backfill, maintenance, rebuild
-    from rdg_platform.resources import local_resources
+    from rdg_platform.resources import platform_resources
+    from rdg_platform.settings import load_settings
 
-    mods = (archive, backfill, rebuild, maintenance)
-    defs = Definitions(assets=[a for x in mods for a in x.assets], asset_checks=[c for x in mods for c in x.asset_checks],
-                       jobs=[j for x in mods for j in x.jobs], schedules=[s for x in mods for s in x.schedules],
-                       sensors=[s for x in mods for s in x.sensors], resources=local_resources())
+    s = load_settings({"RDG_STATE_DIR": str(tmp_path)})
+    shared = platform_resources(s)
+    defs = Definitions.merge(*(d.defs(s, shared) for d in (archive, backfill, rebuild, maintenance)))
     Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"archive/member_login", "archive/catalog_games", "graph/backfill",

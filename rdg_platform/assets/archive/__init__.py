@@ -1,13 +1,13 @@
-"""Archive assets: every source topic, hour by hour, into ``<catalog>.archive.<topic>`` (Iceberg).
+"""Archive assets: every source topic, hour by hour, into ``<catalog>.archive.<table>`` (Iceberg).
 
-One asset per source topic, partitioned by hour (UTC). Materialising hour H reads exactly the Kafka
-records whose timestamps fall in H (``offsets_for_times`` lower bound, see
+One asset per source topic of the model spec (event topics and catalog side inputs), partitioned by
+hour (UTC); tables are named by :func:`rdg_platform.topology.archive_table`. Materialising hour H
+reads exactly the Kafka records whose timestamps fall in H (``offsets_for_times`` lower bound, see
 :mod:`rdg_platform.lakehouse.kafka_window`), decodes them in bulk with the project's AvroSerde
-(column-wise into Arrow, :mod:`rdg_platform.lakehouse.decoding`), and replaces H in the table in one
-Iceberg commit. Re-running an hour never duplicates; an embedded check verifies
-that (partition, offset) is unique in the hour and that the row count equals what Kafka returned.
+(column-wise into Arrow), and replaces H in the table in one Iceberg commit. Re-running an hour
+never duplicates; an embedded check verifies that (partition, offset) is unique in the hour and that
+the row count equals what Kafka returned.
 """
-
 
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +20,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AssetSelection,
+    Definitions,
     HourlyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
@@ -30,21 +31,35 @@ from dagster import (
 
 from rdg_platform.lakehouse.archive import archive_identifier, archive_window, read_archive
 from rdg_platform.lakehouse.kafka_window import hour_window
-from rdg_platform.lakehouse.schema import table_name_for_topic
-from rdg_platform.resources import CassandraResource, IcebergCatalogResource, KafkaResource
+from rdg_platform.model.spec import GraphSpec
+from rdg_platform.resources import (
+    CASSANDRA,
+    ICEBERG,
+    KAFKA,
+    CassandraResource,
+    IcebergCatalogResource,
+    KafkaResource,
+    PlatformResources,
+    platform_resources,
+)
+from rdg_platform.settings import Settings
+from rdg_platform.topology import archive_table
 
-# Fixed by the contract (DESIGN.md); their schemas come from the model spec at run time.
-SOURCE_TOPICS: tuple[str, ...] = ("member.login", "member.playback", "member.gaming", "catalog.titles",
-                                  "catalog.games")
 ARCHIVE_START = "2020-01-01-00:00"
 GROUP = "archive"
 CHECK_UNIQUE = "archive_hour_unique_and_complete"
+JOB = "archive_hourly_job"
 
 archive_partitions = HourlyPartitionsDefinition(start_date=ARCHIVE_START, timezone="UTC")
 
 
+def archive_topics(spec: GraphSpec) -> list[str]:
+    """The topics the archive keeps: every source of the model (events and catalog side inputs)."""
+    return [src.topic for src in spec.sources.values()]
+
+
 def archive_asset_key(topic: str) -> AssetKey:
-    return AssetKey(["archive", table_name_for_topic(topic)])
+    return AssetKey(["archive", archive_table(topic)])
 
 
 def build_archive_asset(topic: str, partitions_def: HourlyPartitionsDefinition = archive_partitions) -> AssetsDefinition:
@@ -71,10 +86,10 @@ def build_archive_asset(topic: str, partitions_def: HourlyPartitionsDefinition =
         source = cassandra.spec().sources[topic]
         catalog = iceberg.catalog()
         with kafka.serde() as serde:
-            res, window = archive_window(catalog, topic, source.schema, serde, kafka.bootstrap(), start_ms, end_ms,
-                                         timeout_s=kafka.read_timeout_s, max_lateness_ms=kafka.max_lateness_ms,
-                                         consumer_config=kafka.consumer_config(),
-                                         writer_schema=kafka.writer_schema, namespace=iceberg.archive_namespace)
+            res, window = archive_window(catalog, topic, source.schema, serde, kafka.bootstrap_servers, start_ms,
+                                         end_ms, timeout_s=kafka.read_timeout_s,
+                                         max_lateness_ms=kafka.max_lateness_ms,
+                                         consumer_config=kafka.security_config(), namespace=iceberg.archive_namespace)
         context.log.info(f"{topic} {context.partition_key}: {res.rows} rows archived, "
                          f"{res.undecodable_total} undecodable skipped, scanned {res.scanned} records")
         check = _check_hour(catalog, topic, start_ms, end_ms, window.records - res.undecodable_total,
@@ -110,18 +125,20 @@ def _check_hour(catalog: Any, topic: str, start_ms: int, end_ms: int, expected: 
                             metadata={"rows": n, "unique_offsets": uniq, "expected": expected})
 
 
-def build_archive_assets(topics: Sequence[str] = SOURCE_TOPICS,
+def build_archive_assets(topics: Sequence[str],
                          partitions_def: HourlyPartitionsDefinition = archive_partitions) -> list[AssetsDefinition]:
     return [build_archive_asset(t, partitions_def) for t in topics]
 
 
-assets = build_archive_assets()
-asset_checks: list[Any] = []  # embedded in the assets (check_specs)
-# Hourly partitioned: inferred from the selected assets.
-archive_hourly_job = define_asset_job("archive_hourly_job", selection=AssetSelection.groups(GROUP),
-                                      description="Archive the previous hour of every source topic.")
-jobs = [archive_hourly_job]
-# Runs a few minutes after each hour closes and archives that hour.
-schedules = [build_schedule_from_partitioned_job(archive_hourly_job, minute_of_hour=5,
-                                                 name="archive_hourly_schedule")]
-sensors: list[Any] = []
+def defs(settings: Settings, resources: PlatformResources | None = None) -> Definitions:
+    """The archive domain: one hourly asset per source topic of the spec, the hourly job and its
+    schedule (a few minutes after each hour closes, archiving that hour)."""
+    res = resources if resources is not None else platform_resources(settings)
+    job = define_asset_job(JOB, selection=AssetSelection.groups(GROUP),
+                           description="Archive the previous hour of every source topic.")
+    return Definitions(
+        assets=build_archive_assets(archive_topics(settings.load_spec())),
+        jobs=[job],
+        schedules=[build_schedule_from_partitioned_job(job, minute_of_hour=5, name="archive_hourly_schedule")],
+        resources=res.select(KAFKA, ICEBERG, CASSANDRA),
+    )

@@ -6,37 +6,51 @@ single-run backfill policy turns the whole range into ONE run, which replays it 
 backfill may overlap live traffic or an earlier backfill safely.
 """
 
-from typing import Any
+from collections.abc import Sequence
 
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AssetsDefinition,
     BackfillPolicy,
+    Definitions,
     MaterializeResult,
     MetadataValue,
     asset,
 )
 
-from rdg_platform.assets.archive import SOURCE_TOPICS, archive_asset_key, archive_partitions
+from rdg_platform.assets.archive import archive_asset_key, archive_partitions, archive_topics
 from rdg_platform.lakehouse.backfill import replay
 from rdg_platform.lakehouse.kafka_window import hour_window
-from rdg_platform.resources import CassandraResource, IcebergCatalogResource
+from rdg_platform.resources import (
+    CASSANDRA,
+    ICEBERG,
+    CassandraResource,
+    IcebergCatalogResource,
+    PlatformResources,
+    platform_resources,
+)
+from rdg_platform.settings import Settings
 
 BACKFILL_KEY = AssetKey(["graph", "backfill"])
 
 
-@asset(
-    key=BACKFILL_KEY,
-    group_name="backfill",
-    partitions_def=archive_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    deps=[archive_asset_key(t) for t in SOURCE_TOPICS],
-    kinds={"iceberg", "cassandra"},
-    description=("The graph namespaces as replayed from the Iceberg archive for the selected hours: the "
-                 "archive rows go through the same mapping as the streaming processors (side inputs from "
-                 "the catalog archive), are compacted per node/edge with per-property last-write-wins and "
-                 "written with the event time as Cassandra write time."),
-)
+def build_backfill_asset(topics: Sequence[str]) -> AssetsDefinition:
+    """The backfill asset, downstream of the archive assets of ``topics``."""
+    return asset(
+        key=BACKFILL_KEY,
+        group_name="backfill",
+        partitions_def=archive_partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        deps=[archive_asset_key(t) for t in topics],
+        kinds={"iceberg", "cassandra"},
+        description=("The graph namespaces as replayed from the Iceberg archive for the selected hours: the "
+                     "archive rows go through the same mapping as the streaming processors (side inputs from "
+                     "the catalog archive), are compacted per node/edge with per-property last-write-wins "
+                     "and written with the event time as Cassandra write time."),
+    )(graph_backfill)
+
+
 def graph_backfill(context: AssetExecutionContext, iceberg: IcebergCatalogResource,
                    cassandra: CassandraResource) -> MaterializeResult:
     start, end = context.partition_time_window
@@ -63,8 +77,9 @@ def graph_backfill(context: AssetExecutionContext, iceberg: IcebergCatalogResour
     })
 
 
-assets = [graph_backfill]
-asset_checks: list[Any] = []
-jobs: list[Any] = []
-schedules: list[Any] = []
-sensors: list[Any] = []
+
+def defs(settings: Settings, resources: PlatformResources | None = None) -> Definitions:
+    """The backfill domain: one asset replaying the archive of every source topic into the graph."""
+    res = resources if resources is not None else platform_resources(settings)
+    return Definitions(assets=[build_backfill_asset(archive_topics(settings.load_spec()))],
+                       resources=res.select(ICEBERG, CASSANDRA))

@@ -7,8 +7,8 @@ Cassandra: make every namespace's tables (the active blue/green version) carry t
 TTL/compaction drift and tombstones per read.
 """
 
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -16,8 +16,10 @@ from dagster import (
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
+    AssetsDefinition,
     AssetSelection,
     Config,
+    Definitions,
     MaterializeResult,
     MetadataValue,
     ScheduleDefinition,
@@ -26,34 +28,43 @@ from dagster import (
     define_asset_job,
 )
 from pydantic import Field
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import NoSuchNamespaceError
+from pyiceberg.table import Table
 
-from rdg_platform.assets.archive import SOURCE_TOPICS, archive_asset_key
+from rdg_platform.assets.archive import archive_asset_key, archive_topics
+from rdg_platform.kv.versions import active_namespace
 from rdg_platform.lakehouse import maintenance as m
-from rdg_platform.lakehouse.archive import archive_identifier
-from rdg_platform.lakehouse.versions import active_namespace
-from rdg_platform.resources import CassandraResource, IcebergCatalogResource
+from rdg_platform.lakehouse.archive import SOURCE_TOPIC_PROPERTY
+from rdg_platform.resources import (
+    CASSANDRA,
+    ICEBERG,
+    CassandraResource,
+    IcebergCatalogResource,
+    PlatformResources,
+    platform_resources,
+)
+from rdg_platform.settings import Settings
 
 GROUP = "maintenance"
 CHECK_TTL_HEALTH = "cassandra_ttl_tombstone_health"
-ARCHIVE_DEPS = [archive_asset_key(t) for t in SOURCE_TOPICS]
+JOB = "lakehouse_maintenance_job"
 
 
-def _tables(iceberg: IcebergCatalogResource) -> list[tuple[str, Any]]:
+def _tables(iceberg: IcebergCatalogResource) -> list[tuple[str, Table]]:
+    """Every table of the archive namespace, as (source topic, table): what exists is maintained,
+    including the history of a topic the model no longer has."""
     cat = iceberg.catalog()
+    try:
+        idents = cat.list_tables(iceberg.archive_namespace)
+    except NoSuchNamespaceError:  # nothing archived yet
+        return []
     out = []
-    for t in SOURCE_TOPICS:
-        try:
-            out.append((t, cat.load_table(archive_identifier(t, iceberg.archive_namespace))))
-        except NoSuchTableError:
-            continue
-    return out
+    for ident in idents:
+        table = cat.load_table(ident)
+        out.append((table.properties.get(SOURCE_TOPIC_PROPERTY, ident[-1]), table))
+    return sorted(out, key=lambda tt: tt[0])
 
 
-@asset(key=AssetKey(["maintenance", "iceberg_compact_files"]), group_name=GROUP, deps=ARCHIVE_DEPS,
-       kinds={"iceberg"},
-       description="Rewrites every archive hour that has several small data files into one file "
-                   "(one atomic overwrite per hour; the rows are unchanged).")
 def iceberg_compact_files(context: AssetExecutionContext, iceberg: IcebergCatalogResource) -> MaterializeResult:
     per_table = {}
     for topic, table in _tables(iceberg):
@@ -64,9 +75,6 @@ def iceberg_compact_files(context: AssetExecutionContext, iceberg: IcebergCatalo
     return MaterializeResult(metadata={"tables": MetadataValue.json(per_table)})
 
 
-@asset(key=AssetKey(["maintenance", "iceberg_retention"]), group_name=GROUP, deps=ARCHIVE_DEPS,
-       kinds={"iceberg"},
-       description="Drops archive hours older than the catalog resource's retention_days.")
 def iceberg_retention(context: AssetExecutionContext, iceberg: IcebergCatalogResource) -> MaterializeResult:
     dropped = {}
     for topic, table in _tables(iceberg):
@@ -75,6 +83,19 @@ def iceberg_retention(context: AssetExecutionContext, iceberg: IcebergCatalogRes
             context.log.info(f"{topic}: dropped {dropped[topic]} rows older than {iceberg.retention_days} days")
     return MaterializeResult(metadata={"retention_days": iceberg.retention_days,
                                        "rows_dropped": MetadataValue.json(dropped)})
+
+
+def build_archive_maintenance(topics: Sequence[str]) -> list[AssetsDefinition]:
+    """Compaction and retention, downstream of the archive assets of ``topics``."""
+    deps = [archive_asset_key(t) for t in topics]
+    return [
+        asset(key=AssetKey(["maintenance", "iceberg_compact_files"]), group_name=GROUP, deps=deps,
+              kinds={"iceberg"},
+              description="Rewrites every archive hour that has several small data files into one file "
+                          "(one atomic overwrite per hour; the rows are unchanged).")(iceberg_compact_files),
+        asset(key=AssetKey(["maintenance", "iceberg_retention"]), group_name=GROUP, deps=deps, kinds={"iceberg"},
+              description="Drops archive hours older than the catalog resource's retention_days.")(iceberg_retention),
+    ]
 
 
 @asset(key=AssetKey(["maintenance", "iceberg_expire_snapshots"]), group_name=GROUP,
@@ -135,7 +156,7 @@ def cassandra_namespace_settings(context: AssetExecutionContext, cassandra: Cass
     missing: list[str] = []
     try:
         for ns in spec.namespaces.values():
-            session = kv.registry.session(ns.cluster)
+            session = kv.cluster_session(ns.cluster)
             for ch in m.apply_namespace_settings(session, active_namespace(session, ns)):
                 if ch.missing:
                     missing.append(ch.table)
@@ -159,7 +180,7 @@ def cassandra_ttl_tombstone_health(context: AssetCheckExecutionContext, cassandr
     problems = []
     try:
         for ns in spec.namespaces.values():
-            session = kv.registry.session(ns.cluster)
+            session = kv.cluster_session(ns.cluster)
             active = active_namespace(session, ns)
             for t in active.tables:
                 h = m.table_health(session, active, t)
@@ -173,12 +194,22 @@ def cassandra_ttl_tombstone_health(context: AssetCheckExecutionContext, cassandr
                             metadata={"tables": MetadataValue.json(report), "problems": MetadataValue.json(problems)})
 
 
-maintenance_job = define_asset_job("lakehouse_maintenance_job", selection=AssetSelection.groups(GROUP),
-                                   description="Daily Iceberg and Cassandra maintenance.")
-assets = [iceberg_compact_files, iceberg_retention, iceberg_expire_snapshots, iceberg_remove_orphan_files,
-          cassandra_namespace_settings]
-asset_checks = [cassandra_ttl_tombstone_health]
-jobs = [maintenance_job]
-schedules = [ScheduleDefinition(name="lakehouse_maintenance_daily", job=maintenance_job, cron_schedule="30 3 * * *",
-                                execution_timezone="UTC")]
-sensors: list[Any] = []
+def build_maintenance_assets(topics: Sequence[str]) -> list[AssetsDefinition]:
+    """Every maintenance asset, in run order (the archive's compaction and retention first)."""
+    return [*build_archive_maintenance(topics), iceberg_expire_snapshots, iceberg_remove_orphan_files,
+            cassandra_namespace_settings]
+
+
+def defs(settings: Settings, resources: PlatformResources | None = None) -> Definitions:
+    """The maintenance domain: Iceberg and Cassandra maintenance assets, their check, a daily job."""
+    res = resources if resources is not None else platform_resources(settings)
+    job = define_asset_job(JOB, selection=AssetSelection.groups(GROUP),
+                           description="Daily Iceberg and Cassandra maintenance.")
+    return Definitions(
+        assets=build_maintenance_assets(archive_topics(settings.load_spec())),
+        asset_checks=[cassandra_ttl_tombstone_health],
+        jobs=[job],
+        schedules=[ScheduleDefinition(name="lakehouse_maintenance_daily", job=job, cron_schedule="30 3 * * *",
+                                      execution_timezone="UTC")],
+        resources=res.select(ICEBERG, CASSANDRA),
+    )

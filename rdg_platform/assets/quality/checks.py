@@ -38,8 +38,8 @@ from rdg_platform.assets.quality.suites import (
     GraphThresholds,
     SuiteResult,
 )
-from rdg_platform.lakehouse.schema import table_name_for_topic
 from rdg_platform.resources import CassandraResource, IcebergCatalogResource
+from rdg_platform.topology import archive_table
 
 # Check names are constants (one per GX rule).
 CHECK_SCHEMA = f"gx_{RULE_SCHEMA}"
@@ -103,7 +103,7 @@ def build_archive_quality_check(topic: str, key: AssetKey) -> AssetChecksDefinit
     """GX archive suite of one topic's table, attached to its archive asset."""
     specs = [AssetCheckSpec(f"gx_{r}", asset=key, description=_DESCRIPTIONS[r]) for r in ARCHIVE_RULES]
 
-    @multi_asset_check(specs=specs, name=f"gx_archive_{table_name_for_topic(topic)}", can_subset=False,
+    @multi_asset_check(specs=specs, name=f"gx_archive_{archive_table(topic)}", can_subset=False,
                        description=f"Great Expectations suite over the archive table of {topic}.")
     def _check(iceberg: IcebergCatalogResource, cassandra: CassandraResource,
                quality: QualityResource) -> Iterable[AssetCheckResult]:

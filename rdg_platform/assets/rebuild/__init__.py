@@ -9,12 +9,30 @@ Run ``rebuild_namespace_job`` from the launchpad with e.g. ``{"ops": {"rebuild_n
 from datetime import UTC, datetime
 from typing import Any
 
-from dagster import Config, MetadataValue, OpExecutionContext, Output, job, op
+from dagster import (
+    Config,
+    Definitions,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    job,
+    op,
+)
 from pydantic import Field
 
 from rdg_platform.lakehouse.backfill import build_lookup
 from rdg_platform.lakehouse.spark import rebuild_namespace
-from rdg_platform.resources import CassandraResource, IcebergCatalogResource, SparkResource
+from rdg_platform.resources import (
+    CASSANDRA,
+    ICEBERG,
+    SPARK,
+    CassandraResource,
+    IcebergCatalogResource,
+    PlatformResources,
+    SparkResource,
+    platform_resources,
+)
+from rdg_platform.settings import Settings
 
 
 class RebuildConfig(Config):  # type: ignore[misc]
@@ -23,11 +41,13 @@ class RebuildConfig(Config):  # type: ignore[misc]
     end: str | None = Field(default=None, description="ISO time (exclusive); default: the whole archive")
     switch: bool = Field(default=True, description="flip the namespace to the new version once validated")
 
+
 def _ms(iso: str | None) -> int | None:
     if not iso:
         return None
     dt = datetime.fromisoformat(iso)
     return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
+
 
 @op(description="Rebuild one namespace from the Iceberg archive with Spark, validate, switch (blue/green).")
 def rebuild_namespace_op(context: OpExecutionContext, config: RebuildConfig, spark: SparkResource,
@@ -41,9 +61,11 @@ def rebuild_namespace_op(context: OpExecutionContext, config: RebuildConfig, spa
     context.log.info(f"side inputs: {lookup.size()}; starting Spark ({spark.master})")
     session = spark.session(cat_cfg, cassandra)
     res = rebuild_namespace(session, cat_cfg, spec, config.namespace, lookup, start_ms=_ms(config.start),
-                            end_ms=end_ms, switch=config.switch, log=context.log.info)
-    summary: dict[str, Any] = {"namespace": res.namespace, "version": res.version, "tables": list(res.tables), "keys": res.keys,
-               "switched": res.switched, "checksums": {t: list(v) for t, v in res.checksums.items()}}
+                            end_ms=end_ms, switch=config.switch, cassandra=cassandra.cassandra_settings(),
+                            log=context.log.info)
+    summary: dict[str, Any] = {"namespace": res.namespace, "version": res.version, "tables": list(res.tables),
+                               "keys": res.keys, "switched": res.switched,
+                               "checksums": {t: list(v) for t, v in res.checksums.items()}}
     return Output(summary, metadata={
         "version": res.version, "keys": res.keys, "switched": res.switched,
         "rows_read_back": MetadataValue.json(res.rows_read_back),
@@ -52,15 +74,14 @@ def rebuild_namespace_op(context: OpExecutionContext, config: RebuildConfig, spa
         "keys_per_s": round(res.keys / res.seconds, 1) if res.seconds else 0.0,
     })
 
-rebuild_namespace_op = rebuild_namespace_op.alias("rebuild_namespace") if False else rebuild_namespace_op  # noqa: SIM108
 
 @job(name="rebuild_namespace_job", tags={"domain": "rebuild"},
      description="Spark rebuild of one graph namespace from the archive into a new table version (blue/green).")
 def rebuild_namespace_job() -> None:
     rebuild_namespace_op()
 
-assets: list[Any] = []
-asset_checks: list[Any] = []
-jobs = [rebuild_namespace_job]
-schedules: list[Any] = []
-sensors: list[Any] = []
+
+def defs(settings: Settings, resources: PlatformResources | None = None) -> Definitions:
+    """The rebuild domain: the launchpad job (no assets: a rebuild is an operation, not data)."""
+    res = resources if resources is not None else platform_resources(settings)
+    return Definitions(jobs=[rebuild_namespace_job], resources=res.select(SPARK, ICEBERG, CASSANDRA))
