@@ -72,13 +72,13 @@ def archive_table(topic: str) -> str:
 
 
 def kv_table(kind: GraphKind, type_name: str, *, reverse: bool = False, version: int | None = None) -> str:
-    """The Cassandra table of a namespace (``<kind>_<type>``, ``_in`` for the reverse adjacency of an
-    edge type, ``_v<N>`` for a blue/green rebuild version). ``type_name`` must be a safe identifier:
-    these names reach DDL."""
+    """The Cassandra table of a namespace (``<kind>_<type>``, ``_v<N>`` for a blue/green rebuild version,
+    then ``_in`` for the reverse adjacency of an edge type: ``edge_plays_v2_in``). ``type_name`` must be
+    a safe identifier: these names reach DDL."""
     if not _NAME.match(type_name):
         raise ValueError(f"type name {type_name!r} is not a safe identifier ([a-z][a-z0-9_]*, at most 48)")
-    base = f"{kind}_{type_name}" + ("_in" if reverse else "")
-    return base if version is None else f"{base}_v{int(version)}"
+    base = f"{kind}_{type_name}" + ("" if version is None else f"_v{int(version)}")
+    return base + ("_in" if reverse else "")
 
 
 def check_identifier(name: str, what: str = "identifier") -> str:
