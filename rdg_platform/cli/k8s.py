@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from rdg_platform.config import settings
+from rdg_platform.cli.context import settings
 from rdg_platform.local_services.k8s import DEFAULT_TIMEOUT_S, K8sControlPlane, K8sError, format_table
 
 k8s_app = typer.Typer(

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from quixstreams.context import message_context
 from quixstreams.dataframe import StreamingDataFrame
@@ -36,10 +36,20 @@ DeadLetter = Callable[[str, str, str, bytes | None, Any], None]
 log = logging.getLogger(__name__)
 
 
+class GraphWriter(Protocol):
+    """What the sink needs of the graph store (:class:`GraphStore` is the implementation)."""
+
+    def ping(self) -> object:
+        """Fail fast when the store cannot be reached."""
+
+    def write(self, records: Sequence[GraphRecord]) -> None:
+        """Write records idempotently (LWW by event time)."""
+
+
 class CassandraSink(BatchingSink):
     """Writes :class:`GraphRecord` values to the graph namespaces (``GraphStore``)."""
 
-    def __init__(self, store: GraphStore, metrics: AppMetrics, *, chunk_size: int = 500, max_retries: int = 3,
+    def __init__(self, store: GraphWriter, metrics: AppMetrics, *, chunk_size: int = 500, max_retries: int = 3,
                  retry_backoff_s: float = 0.5, backpressure_retry_s: float = 5.0,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__()

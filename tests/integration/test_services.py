@@ -52,7 +52,7 @@ def test_lifecycle_up_noop_status_down(isolated_env: Settings) -> None:
 
     status = runner.invoke(services_app, ["status"], env=isolated_env.child_env())
     assert status.exit_code == 0, status.output
-    assert str(isolated_env.kafka_port) in status.output
+    assert str(isolated_env.kafka.port) in status.output
 
     stopped = manager.down()
     assert all(outcome.startswith("stopped") or outcome.startswith("killed") for outcome in stopped.values())

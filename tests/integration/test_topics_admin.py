@@ -11,9 +11,10 @@ import pytest
 import yaml
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
-from rdg_platform.config import Settings
+from rdg_platform.kafka_client import client_config
 from rdg_platform.model import GraphSpec, parse_spec
 from rdg_platform.model.spec import default_spec_path
+from rdg_platform.settings import Settings
 from rdg_platform.topology import describe_topics, ensure_topics, topic_specs
 
 pytestmark = pytest.mark.integration
@@ -28,9 +29,9 @@ def _wait_for(cond: Callable[[], bool], what: str, timeout_s: float = 30.0) -> N
 
 
 def test_shared_topics_match_config(services: object, cfg: Settings, spec: GraphSpec) -> None:
-    ensure_topics(cfg.kafka_bootstrap, spec)
+    ensure_topics(AdminClient(client_config(cfg.kafka)), spec)
     wanted = topic_specs(spec)
-    actual = describe_topics(cfg.kafka_bootstrap, [t.name for t in wanted])
+    actual = describe_topics(AdminClient(client_config(cfg.kafka)), [t.name for t in wanted])
     for t in wanted:
         cur = actual[t.name]
         assert cur["partitions"] >= t.partitions, t.name
@@ -41,7 +42,7 @@ def test_shared_topics_match_config(services: object, cfg: Settings, spec: Graph
     assert actual["member.playback"]["configs"]["retention.ms"] == str(24 * 3_600_000)
     assert actual["member.playback"]["partitions"] == 4
     assert actual["member.login.dlq"]["configs"]["retention.bytes"] == "1073741824"
-    again = ensure_topics(cfg.kafka_bootstrap, spec)
+    again = ensure_topics(AdminClient(client_config(cfg.kafka)), spec)
     assert not again.created and not again.altered and not again.partitions_added
 
 
@@ -53,21 +54,21 @@ def private_spec(cfg: Settings) -> Iterator[GraphSpec]:
     tag = uuid.uuid4().hex[:8]
     doc["sources"] = {f"rdgtest.{tag}.{name}": src for name, src in doc["sources"].items()}
     doc["mappings"] = {}
-    spec = parse_spec(doc, cfg)
+    spec = parse_spec(doc, cfg.spec_defaults())
     yield spec
-    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap})
+    admin = AdminClient(client_config(cfg.kafka))
     names = [n for s in spec.sources for n in (s, f"{s}.dlq")]
     for fut in admin.delete_topics(names).values():
         fut.result()
 
 
 def test_ensure_creates_then_realigns_drifted_configs(services: object, cfg: Settings, private_spec: GraphSpec) -> None:
-    first = ensure_topics(cfg.kafka_bootstrap, private_spec)
+    first = ensure_topics(AdminClient(client_config(cfg.kafka)), private_spec)
     login = next(t for t in private_spec.sources if t.endswith("member.login"))
     titles = next(t for t in private_spec.sources if t.endswith("catalog.titles"))
     assert login in first.created and titles in first.created and f"{login}.dlq" in first.created
 
-    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap})
+    admin = AdminClient(client_config(cfg.kafka))
     drift = [ConfigResource(ResourceType.TOPIC, login, incremental_configs=[
         ConfigEntry("retention.ms", "1234", incremental_operation=AlterConfigOpType.SET)]),
         ConfigResource(ResourceType.TOPIC, titles, incremental_configs=[
@@ -79,7 +80,7 @@ def test_ensure_creates_then_realigns_drifted_configs(services: object, cfg: Set
     _wait_for(lambda: (d := describe_topics(admin, [login, titles]))[login]["configs"]["retention.ms"] == "1234"
               and d[titles]["configs"]["cleanup.policy"] == "delete", "the drift to become visible")
 
-    second = ensure_topics(cfg.kafka_bootstrap, private_spec,
+    second = ensure_topics(AdminClient(client_config(cfg.kafka)), private_spec,
                            overrides={"topics": {login: {"partitions": 6}}})
     assert not second.created
     assert second.altered.get(login, {}).get("retention.ms") == str(72 * 3_600_000)

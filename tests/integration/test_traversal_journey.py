@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
-from rdg_platform.config import Settings
 from rdg_platform.kv import GraphStore
-from rdg_platform.kv.testing import isolated_spec, unique_keyspace
 from rdg_platform.model import GraphRecord
 from rdg_platform.serving.app import create_app
 from rdg_platform.serving.client import GraphClient
-from rdg_platform.serving.testing import serve_in_thread
+from rdg_platform.settings import Settings
+from tests.support.kv import isolated_spec, unique_keyspace
+from tests.support.serving import serve_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ D = 24 * H
 @pytest.fixture(scope="module")
 def url(services: object, cfg: Settings) -> Iterator[str]:
     spec = isolated_spec(unique_keyspace("rdg_test_trav"), cfg)
-    store = GraphStore.from_spec(spec)
+    store = GraphStore.from_spec(spec, cfg.cassandra)
     store.ensure_schema()
     n = lambda t, i, p: GraphRecord("node", t, i, None, p, NOW - D)  # noqa: E731
     e = lambda t, s, d, p, ts: GraphRecord("edge", t, s, d, p, ts)  # noqa: E731

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from rdg_platform.config import Settings
 from rdg_platform.model import (
     BadEventError,
     GraphRecord,
@@ -21,7 +20,7 @@ from rdg_platform.model import (
 )
 from rdg_platform.model.mapping import check_event, compile_mapping, project_event, to_epoch_ms
 
-SPEC = load_spec(cfg=Settings())
+SPEC = load_spec()
 T0 = 1_700_000_000_000
 
 

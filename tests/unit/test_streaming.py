@@ -273,6 +273,9 @@ class FlakyStore:
         self.written: list[GraphRecord] = []
         self.calls = 0
 
+    def ping(self) -> None:
+        return None
+
     def write(self, records: Sequence[GraphRecord]) -> None:
         self.calls += 1
         if self.failures > 0:

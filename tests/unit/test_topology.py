@@ -70,11 +70,15 @@ def test_overrides_mapping_and_file(tmp_path: Path) -> None:
     assert _by_name(f)["member.playback"].partitions == 12  # type: ignore[attr-defined]
 
 
-def test_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_topics_file_setting_overrides(tmp_path: Path) -> None:
+    from rdg_platform.settings import load_settings
+    from rdg_platform.topology import topic_specs
+
     f = tmp_path / "t.yaml"
     f.write_text("topics:\n  graph.node.title: {retention_hours: 1}\n")
-    monkeypatch.setenv("RDG_TOPICS_FILE", str(f))
-    assert _by_name()["graph.node.title"].retention_hours == 1  # type: ignore[attr-defined]
+    s = load_settings({"RDG_TOPICS_FILE": str(f)})
+    by_name = {t.name: t for t in topic_specs(s.load_spec(), s.topics_file)}
+    assert by_name["graph.node.title"].retention_hours == 1
 
 
 @pytest.mark.parametrize("over, match", [
