@@ -129,6 +129,18 @@ class ApiSettings(_Section):
     bind_host: str = Field("127.0.0.1", description="server: listen address")
     port: int = Field(8000, ge=1, le=65535, description="server: port")
     gc_freeze: bool = Field(True, description="server: freeze the startup heap out of the cyclic GC")
+    tokens: dict[str, list[str]] | None = Field(
+        None, description="server: JSON {sha256 hex of a bearer token: [scopes]} (read, admin); "
+                          "default: the local credentials' reader and admin tokens")
+    page_token_key: SecretValue = Field(
+        None, description="server: HMAC key signing page tokens; default: the local credentials' key")
+    max_edges_per_request: int = Field(
+        100_000, ge=1, description="server: budget of edges one request may read (past it: truncated)")
+    request_deadline_ms: int = Field(
+        2_000, ge=1, description="server: deadline of one request (past it: truncated)")
+    cors_origins: Annotated[CsvList, Field(description="server: comma-separated CORS origins; empty: CORS off")] = []
+
+    _split_origins = field_validator("cors_origins", mode="before")(_split_csv)
 
     @property
     def base_url(self) -> str:

@@ -17,6 +17,7 @@ Cassandra grants):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -35,7 +36,7 @@ ROLES: tuple[Role, ...] = ("upstream", "app", "reader", "admin")
 PRINCIPALS: dict[Role, str] = {"upstream": "rdg_upstream", "app": "rdg_app", "reader": "rdg_reader",
                                "admin": "rdg_admin"}
 BROKER_PRINCIPAL = "rdg_broker"  # the broker's own identity (inter-broker and controller traffic)
-API_SCOPES: dict[Role, tuple[str, ...]] = {"reader": ("read",), "admin": ("read", "admin")}
+API_SCOPES: dict[str, tuple[str, ...]] = {"reader": ("read",), "admin": ("read", "admin")}
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,25 @@ def load_or_create(state_dir: Path) -> LocalCredentials:
             tmp.unlink()
     raw = json.loads(path.read_text())
     return LocalCredentials(**raw)
+
+
+def token_hash(token: str) -> str:
+    """How the API stores a bearer token: its SHA-256, hex (tokens are random, so no salt is needed)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def local_api_settings(settings: Settings) -> Settings:
+    """``settings`` for the graph API server, with the local credentials' token hashes and page-token
+    key filled in where the settings carry none (``rdg serve``, the demo and tests)."""
+    creds = load_or_create(settings.state_dir)
+    a = settings.api
+    update: dict[str, object] = {}
+    if a.tokens is None:
+        update["tokens"] = {token_hash(t): list(API_SCOPES[r]) for r, t in creds.api_tokens.items()
+                            if r in API_SCOPES}
+    if a.page_token_key is None:
+        update["page_token_key"] = SecretStr(creds.page_token_key)
+    return settings.model_copy(update={"api": a.model_copy(update=update)}) if update else settings
 
 
 def local_role_settings(settings: Settings, role: Role) -> Settings:
