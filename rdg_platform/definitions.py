@@ -16,11 +16,12 @@ from typing import Any
 
 from dagster import Definitions
 
+from rdg_platform.local_services.credentials import local_role_settings, switch_role
 from rdg_platform.resources import PlatformResources, platform_resources
 from rdg_platform.settings import Settings, load_settings
 
 # Order = how the UI lists them; each is rdg_platform.assets.<domain>.
-DOMAINS: tuple[str, ...] = ("archive", "backfill", "rebuild", "maintenance", "streaming_control", "quality", "dbt")
+DOMAINS: tuple[str, ...] = ("archive", "backfill", "rebuild", "maintenance", "streaming_control", "quality", "dbt", "erasure")
 _LISTS = ("assets", "asset_checks", "jobs", "schedules", "sensors")
 
 
@@ -48,8 +49,8 @@ def _streaming_control_lists(mod: Any, settings: Settings) -> Definitions:
         launcher = StreamingLauncherResource(settings, kind="kubernetes", env_secret="rdg-platform-secrets",
                                              service_account="rdg-streaming", lag_alert_threshold=500_000,
                                              lag_timeout_s=5.0)
-    else:
-        launcher = StreamingLauncherResource(settings, kind="local")
+    else:  # local processes run as the app role, not as the admin these definitions act as
+        launcher = StreamingLauncherResource(switch_role(settings, "app"), kind="local")
     lists = {k: list(getattr(mod, k, []) or []) for k in _LISTS}
     return Definitions(assets=lists["assets"], asset_checks=lists["asset_checks"], jobs=lists["jobs"],
                        schedules=lists["schedules"], sensors=lists["sensors"],
@@ -63,4 +64,11 @@ def build_definitions(settings: Settings, domains: Sequence[str] = DOMAINS) -> D
     return Definitions.merge(*(domain_definitions(d, settings, shared) for d in domains))
 
 
-defs = build_definitions(load_settings())
+def entry_settings() -> Settings:
+    """This entry point's settings: locally, acting as the ``admin`` role with the local services'
+    credentials (unless the environment gives others); in production, exactly what is configured."""
+    s = load_settings()
+    return s if s.env == "prod" else local_role_settings(s, "admin")
+
+
+defs = build_definitions(entry_settings())

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rdg_platform.cli.context import settings
+from rdg_platform.cli.context import role_settings, settings
 
 apps_app = typer.Typer(help="Run the streaming apps (processors and Cassandra sinks) as supervised local "
                             "processes that restart on crash with backoff.", no_args_is_help=True)
@@ -21,7 +21,7 @@ def up(names: NamesArg = None) -> None:
     from rdg_platform.streaming.supervisor import AppSupervisor, SupervisorError, format_status
 
     try:
-        states = AppSupervisor(settings()).up(names)
+        states = AppSupervisor(role_settings("app")).up(names)
     except SupervisorError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -33,7 +33,7 @@ def down(names: NamesArg = None) -> None:
     """Stop every app (or the named ones) gracefully (each commits its checkpoint first)."""
     from rdg_platform.streaming.supervisor import AppSupervisor, format_status
 
-    typer.echo(format_status(AppSupervisor(settings()).down(names)))
+    typer.echo(format_status(AppSupervisor(role_settings("app")).down(names)))
 
 
 @apps_app.command("status")
@@ -41,7 +41,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     """Each app's state, pid, restarts, consumer lag and input rate (from its metrics endpoint)."""
     from rdg_platform.streaming.supervisor import AppSupervisor, format_status
 
-    states = AppSupervisor(settings()).status()
+    states = AppSupervisor(role_settings("app")).status()
     if as_json:
         typer.echo(json.dumps([s.to_dict() for s in states], indent=2))
     else:

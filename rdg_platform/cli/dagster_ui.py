@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from rdg_platform.cli.context import settings as cli_settings
+from rdg_platform.cli.context import role_settings
 from rdg_platform.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def ui(port: Annotated[int | None, typer.Option(help="Port (default RDG_DAGSTER_
        dagster_home: Annotated[Path | None, typer.Option(help="DAGSTER_HOME (default <state_dir>/dagster)")] = None,
        workspace: Annotated[Path, typer.Option(help="workspace.yaml to load")] = ROOT / "workspace.yaml") -> None:
     """Run the Dagster UI with the streaming apps, archive, maintenance, quality and dbt assets."""
-    s = cli_settings()
+    s = role_settings("admin")
     if env not in ("local", "prod"):
         raise typer.BadParameter("must be local or prod", param_hint="--env")
     mode: Literal["local", "prod"] = "prod" if env == "prod" else "local"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import httpx
 import typer
 
-from rdg_platform.cli.context import settings
+from rdg_platform.cli.context import role_settings, settings
 from rdg_platform.processes import PidFile, find, start_detached, stop
 from rdg_platform.settings import Settings
 
@@ -80,9 +80,10 @@ def _step(msg: str) -> None:
 
 
 def _client(s: Settings) -> GraphClient:
+    from rdg_platform.local_services.credentials import local_role_settings
     from rdg_platform.serving.client import GraphClient
 
-    token = s.api.token
+    token = local_role_settings(s, "reader").api.token
     return GraphClient(s.api.base_url, None if token is None else token.get_secret_value())
 
 
@@ -132,7 +133,7 @@ def demo(
     if stop_all:
         for name in BACKGROUND:
             typer.echo(f"{name}: {'stopped' if _stop_background(cfg, name) else 'not running'}")
-        AppSupervisor(cfg).down()
+        AppSupervisor(role_settings("app")).down()
         typer.echo("streaming apps: stopped")
         ServiceManager(cfg, echo=typer.echo).down()
         return
@@ -146,13 +147,14 @@ def demo(
         raise typer.Exit(1) from None
 
     spec = cfg.load_spec()
+    admin = role_settings("admin")  # provisioning: topics, schemas, tables (each role gets only its job)
     _step("2/6 topics, schemas and graph namespaces")
-    res = ensure_topics(AdminClient(client_config(cfg.kafka)), spec, overrides=cfg.topics_file)
+    res = ensure_topics(AdminClient(client_config(admin.kafka)), spec, overrides=cfg.topics_file)
     typer.echo(f"topics: {len(res.created)} created, {len(res.altered)} realigned")
     with AvroSerde(SchemaRegistry.from_settings(cfg.registry)) as serde:
         ids = serde.register_all(spec)
     typer.echo(f"schemas registered: {ids}")
-    store = GraphStore.from_spec(spec, cfg.cassandra)
+    store = GraphStore.from_spec(spec, admin.cassandra)
     try:
         store.ensure_schema()
     finally:
@@ -160,7 +162,7 @@ def demo(
     typer.echo(f"namespaces ready in keyspace(s) {sorted({ns.keyspace for ns in spec.namespaces.values()})}")
 
     _step("3/6 streaming apps (one processor per source topic, sinks per namespace group)")
-    states = AppSupervisor(cfg).up()
+    states = AppSupervisor(role_settings("app")).up()
     for st in states:
         typer.echo(f"  {st.name}: {st.state} pid={st.pid}")
 
@@ -183,7 +185,7 @@ def demo(
     _step(f"6/6 sending {members} members' journeys ({duration:.0f} simulated seconds) at {rate or 'max'} records/s")
     gcfg = GeneratorConfig(members=members, seed=seed, start_ms=int(time.time() * 1000) - int(duration * 1000),
                            duration_s=duration)
-    summary = run_generator(gcfg, cfg, rate=rate, quiet=not sys.stdout.isatty())
+    summary = run_generator(gcfg, role_settings("upstream"), rate=rate, quiet=not sys.stdout.isatty())
     typer.echo(summary.table())
 
     account_id, login_ms = _richest_account(gcfg)

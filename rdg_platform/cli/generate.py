@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from rdg_platform.cli.context import settings
+from rdg_platform.cli.context import role_settings
 
 _HELP = """Produce realistic member journeys (phone -> TV -> tablet game, at scale) to Kafka.
 
@@ -80,7 +80,7 @@ def generate(
             typer.echo(f"{topic:<40} {n:>10}")
         typer.echo(f"start-time {cfg.start_ms} ({start_iso}), seed {seed}: {sum(counts.values())} records")
         return
-    s = settings()
+    s = role_settings("upstream")
     if ensure:
         from confluent_kafka.admin import AdminClient
 
@@ -89,7 +89,8 @@ def generate(
 
         bs = s.kafka.bootstrap_servers
         try:
-            ensure_topics(AdminClient(client_config(s.kafka)), s.load_spec(), overrides=s.topics_file)
+            admin = role_settings("admin")
+            ensure_topics(AdminClient(client_config(admin.kafka)), s.load_spec(), overrides=s.topics_file)
         except Exception as exc:  # KafkaException, timeouts, bad security settings: report, do not trace
             typer.echo(f"error: cannot provision topics on {bs}: {exc} (creating topics needs the admin role; "
                        "with a producing role, create them with `rdg topics create` as admin and pass "

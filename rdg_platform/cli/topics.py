@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from rdg_platform.cli.context import settings
+from rdg_platform.cli.context import role_settings
 from rdg_platform.kafka_client import security_config
 from rdg_platform.model.spec import GraphSpec, load_spec
 
@@ -26,7 +26,7 @@ BootstrapOpt = Annotated[str | None, typer.Option("--bootstrap", help="Kafka boo
 
 
 def _spec(path: Path | None) -> GraphSpec:
-    s = settings()
+    s = role_settings("admin")
     return load_spec(path, s.spec_defaults()) if path else s.load_spec()
 
 
@@ -41,7 +41,7 @@ def create(config: ConfigOpt = None, spec: SpecOpt = None, bootstrap: BootstrapO
     """Create missing topics and align the configs of existing ones (idempotent)."""
     from rdg_platform.topology import TopicConfigError, ensure_topics
 
-    bs = bootstrap or settings().kafka.bootstrap_servers
+    bs = bootstrap or role_settings("admin").kafka.bootstrap_servers
     try:
         res = ensure_topics(bs, _spec(spec), overrides=config, dry_run=dry_run)
     except TopicConfigError as exc:
@@ -70,15 +70,15 @@ def list_topics(config: ConfigOpt = None, spec: SpecOpt = None, bootstrap: Boots
     from rdg_platform.topology import TopicConfigError, describe_topics, topic_specs
 
     try:
-        wanted = topic_specs(_spec(spec), config or settings().topics_file)
+        wanted = topic_specs(_spec(spec), config or role_settings("admin").topics_file)
     except TopicConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     actual: dict[str, dict[str, object]] = {}
     if not desired:
-        bs = bootstrap or settings().kafka.bootstrap_servers
+        bs = bootstrap or role_settings("admin").kafka.bootstrap_servers
         try:
-            actual = describe_topics(bs, [t.name for t in wanted], admin_conf=security_config(settings().kafka))
+            actual = describe_topics(bs, [t.name for t in wanted], admin_conf=security_config(role_settings("admin").kafka))
         except Exception as exc:
             typer.echo(f"error: cannot describe topics on {bs}: {exc}", err=True)
             raise typer.Exit(1) from exc

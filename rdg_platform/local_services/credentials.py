@@ -112,6 +112,17 @@ def local_api_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"api": a.model_copy(update=update)}) if update else settings
 
 
+def switch_role(settings: Settings, role: Role) -> Settings:
+    """The same local services, acting as another role: the credentials ``settings`` carry are replaced
+    by the local credentials of ``role`` (a local launcher starting apps as ``app`` from an ``admin``
+    process, tests of least privilege)."""
+    base = settings.model_copy(update={
+        "kafka": settings.kafka.model_copy(update={"sasl_username": None, "sasl_password": None}),
+        "cassandra": settings.cassandra.model_copy(update={"username": None, "password": None}),
+        "api": settings.api.model_copy(update={"token": None})})
+    return local_role_settings(base, role)
+
+
 def local_role_settings(settings: Settings, role: Role) -> Settings:
     """``settings`` acting as ``role`` against the local services: credentials that the settings do
     not already carry (from the environment or RDG_CONFIG) are filled from the state directory's

@@ -19,11 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instance", help="ignored: marks a watchdog's process as its supervisor's (a state dir)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from rdg_platform.local_services.credentials import local_role_settings
     from rdg_platform.settings import SettingsError, load_settings
     from rdg_platform.streaming.apps import app_specs, get_app
 
     try:
         settings = load_settings()
+        if settings.env == "local":  # locally, credentials not given come from the state dir
+            settings = local_role_settings(settings, "app")
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from rdg_platform.local_services.base import free_ports
-from rdg_platform.local_services.credentials import Role, local_role_settings
+from rdg_platform.local_services.credentials import Role, local_role_settings, switch_role
 from rdg_platform.settings import Settings, load_settings
 
 # Fixed (not random) so a developer's next run reuses the session's services; all differ from the
@@ -44,11 +44,7 @@ def session_settings(environ: Mapping[str, str] | None = None, role: Role = "adm
 
 def as_role(settings: Settings, role: Role) -> Settings:
     """The same services and ports, acting as another role (credentials from the state dir)."""
-    base = settings.model_copy(update={
-        "kafka": settings.kafka.model_copy(update={"sasl_username": None, "sasl_password": None}),
-        "cassandra": settings.cassandra.model_copy(update={"username": None, "password": None}),
-        "api": settings.api.model_copy(update={"token": None})})
-    return local_role_settings(base, role)
+    return switch_role(settings, role)
 
 
 def isolated_settings(state_dir: Path, base: Settings | None = None) -> Settings:
