@@ -32,6 +32,6 @@ services-down: install ## Stop the local services this project started
 	$(BIN)/rdg services down
 
 bench: install ## Run all benchmarks and print their tables (see benchmarks/RESULTS.md)
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; PYTHONPATH=. $(BIN)/python $$b || exit 1; done
 
 .PHONY: help install demo test unit lint services-up services-down bench
