@@ -175,9 +175,14 @@ class SparkSettings(_Section):
 class StreamingSettings(_Section):
     """Knobs of the processors and sinks."""
 
-    dedup_window_s: float = Field(10.0, gt=0, description="processor dedup window")
+    dedup_window_s: float = Field(
+        30.0, gt=0, description="processor dedup window: a key's first update is emitted at once, later "
+        "ones fold into one trailing emission per window (the bound on property staleness)")
+    max_clock_skew_s: float = Field(
+        300.0, ge=0, description="how far an event time may lie ahead of the reference clock (processing "
+        "time; the archived Kafka timestamp in backfill/rebuild) before the event is dead-lettered")
     processor_commit_s: float | None = Field(
-        None, gt=0, description="processor checkpoint interval; default 3 x the dedup window")
+        None, gt=0, description="processor checkpoint interval; default the dedup window")
     sink_commit_s: float = Field(1.0, gt=0, description="sink checkpoint interval (how often Cassandra is written)")
     sink_groups: dict[str, list[str]] | None = Field(
         None, description="JSON: sink consumer group -> namespaces; default nodes / member / activity edges")
@@ -191,7 +196,11 @@ class StreamingSettings(_Section):
 
     @property
     def processor_commit_interval_s(self) -> float:
-        return self.processor_commit_s or max(1.0, 3 * self.dedup_window_s)
+        return self.processor_commit_s or max(1.0, self.dedup_window_s)
+
+    @property
+    def max_clock_skew_ms(self) -> int:
+        return int(self.max_clock_skew_s * 1000)
 
 
 class K8sSettings(_Section):

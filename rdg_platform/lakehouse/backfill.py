@@ -74,9 +74,13 @@ def map_rows(spec: GraphSpec, table: pa.Table, lookup: SideInputLookup,
              bad: Counter[str] | None = None) -> list[GraphRecord]:
     """Map archive rows (any topics) to graph records; bad events are counted, not raised."""
     out: list[GraphRecord] = []
-    for topic, ev in arrow_to_events(table):
+    # The time bound of the mapping (TimeGuard) is judged against each record's archived Kafka
+    # timestamp, as the stream judged it when the record arrived.
+    refs = table.column("kafka_ts").to_pylist() if "kafka_ts" in table.column_names else None
+    for i, (topic, ev) in enumerate(arrow_to_events(table)):
+        ref = refs[i] if refs is not None else None
         try:
-            out.extend(map_event(spec, topic, ev, lookup))
+            out.extend(map_event(spec, topic, ev, lookup, reference_ms=None if ref is None else to_epoch_ms(ref)))
         except BadEventError as exc:
             if bad is not None:
                 bad[exc.reason] += 1

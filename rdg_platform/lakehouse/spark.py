@@ -162,8 +162,9 @@ def _map_partition(rows: Iterable[Any], spec: GraphSpec, kind: str, type_: str,
     for row in rows:
         ev = row.asDict()
         topic = ev.pop("kafka_topic")
+        ref = ev.pop("kafka_ts", None)  # the ingest time: the mapping's time bound is judged against it
         try:
-            recs = map_event(spec, topic, ev, lookup)
+            recs = map_event(spec, topic, ev, lookup, reference_ms=ref)
         except BadEventError:
             continue
         lww_states((r for r in recs if r.kind == kind and r.type == type_), states)
@@ -209,7 +210,8 @@ class RebuildResult:
 
 def archive_frame(spark: SparkSession, catalog: CatalogConfig, topic: str, start_ms: int | None,
                   end_ms: int | None, namespace: str = ARCHIVE_NAMESPACE) -> Any:
-    """The archive of ``topic`` as a DataFrame of events (timestamps as epoch ms, like the wire)."""
+    """The archive of ``topic`` as a DataFrame of events (timestamps as epoch ms, like the wire), with
+    ``kafka_ts`` (the ingest time, epoch ms) for the mapping's time bound."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import TimestampType
 
@@ -220,7 +222,7 @@ def archive_frame(spark: SparkSession, catalog: CatalogConfig, topic: str, start
         df = df.where(F.col("kafka_ts") < F.timestamp_millis(F.lit(end_ms)))
     cols = []
     for f in df.schema.fields:
-        if f.name in ("kafka_partition", "kafka_offset", "kafka_ts", "kafka_key", "schema_id"):
+        if f.name in ("kafka_partition", "kafka_offset", "kafka_key", "schema_id"):
             continue
         if isinstance(f.dataType, TimestampType):
             cols.append(F.unix_millis(F.col(f.name)).alias(f.name))

@@ -116,6 +116,44 @@ class KeyState:
                     cells[name] = won
         return self
 
+    def fold(self, props: Mapping[str, Any], ts: int, changed: set[str]) -> bool:
+        """:meth:`add_props`, also adding to ``changed`` every property whose cell it replaced (a
+        new value or a newer write time); returns whether ``max_ts`` (the ``updated_at`` cell)
+        advanced. What the streaming dedup uses to emit only what changed since its last emission."""
+        cells = self.cells
+        if ts > self.max_ts:
+            self.max_ts = ts
+            for name, value in props.items():
+                if value is not None:
+                    cells[name] = (ts, None, value)
+                    changed.add(name)
+            return True
+        for name, value in props.items():
+            if value is None:
+                continue
+            cur = cells.get(name)
+            if cur is None or ts > cur[0]:
+                cells[name] = (ts, None, value)
+                changed.add(name)
+            elif ts == cur[0]:
+                won = _tie(value, cur)
+                if won is not None:
+                    cells[name] = won
+                    changed.add(name)
+        return False
+
+    def changed_records(self, changed: Iterable[str], ts_changed: bool) -> list[GraphRecord]:
+        """The fewest records that write the cells named in ``changed`` (plus ``updated_at`` when
+        ``ts_changed``) with their values and write times, oldest first. Writing them after the
+        records of an earlier state of this key gives the cells that writing every update would."""
+        by_ts: dict[int, dict[str, Any]] = {self.max_ts: {}} if ts_changed else {}
+        cells = self.cells
+        for name in changed:
+            ts, _enc, value = cells[name]
+            by_ts.setdefault(ts, {})[name] = value
+        return [GraphRecord(self.kind, self.type, self.id, self.dst, props, ts)
+                for ts, props in sorted(by_ts.items())]
+
     def merge(self, other: KeyState) -> KeyState:
         """Fold another state of the same key in (associative and commutative)."""
         self.max_ts = max(self.max_ts, other.max_ts)

@@ -20,6 +20,10 @@ Lookup = Callable[[str, str], Mapping[str, Any] | None]
 KEY_SEP = "\x1f"
 
 
+# How far an event time may lie ahead of its reference clock (RDG_STREAMING_MAX_CLOCK_SKEW_S's default).
+DEFAULT_MAX_CLOCK_SKEW_MS = 300_000
+
+
 class BadEventError(ValueError):
     """An event the mapping cannot use. ``reason`` is a short machine-readable code for the DLQ."""
 
@@ -123,14 +127,55 @@ def project_event(mapping: SourceMapping, event: Mapping[str, Any]) -> dict[str,
     return {f: event.get(f) for f in mapping.fields_read}
 
 
-def map_event(spec: GraphSpec, topic: str, event: Mapping[str, Any], lookup: Lookup | None = None) -> list[GraphRecord]:
+@dataclass(frozen=True, slots=True)
+class TimeGuard:
+    """Bounds on an event's time, judged against a *reference* time: when the event was ingested.
+
+    Why: writes are last-write-wins by event time, so one event dated years ahead (a device with a
+    wrong clock) would win every property it carries until that date, and no real event could
+    replace it. And a record whose age already exceeds its namespace's TTL would be born expired.
+
+    - ``event time > reference + max_future_skew_ms``: the event is bad (:class:`BadEventError`
+      ``event_time_in_future``): it goes to the DLQ and none of its records is written;
+    - ``reference - event time >= ttl`` of a record's namespace (TTL > 0): that record is dropped
+      (and counted by the caller); records of namespaces without TTL are kept.
+
+    The reference is the wall clock at processing in the stream, and the archived Kafka timestamp of
+    the record in the backfill and the Spark rebuild, so a replay decides exactly as the stream did
+    when it first saw the record (the Kafka timestamp is the produce time, within seconds of the
+    stream's processing time when the stream keeps up). Pure: the caller supplies the reference.
+    """
+
+    max_future_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS
+
+    def check(self, event_ms: int, reference_ms: int) -> None:
+        """Raise ``event_time_in_future`` when ``event_ms`` is beyond the allowed skew."""
+        if event_ms > reference_ms + self.max_future_skew_ms:
+            raise BadEventError("event_time_in_future",
+                                f"event time {event_ms} is {(event_ms - reference_ms) / 1000:.0f} s after the "
+                                f"reference time {reference_ms} (allowed clock skew "
+                                f"{self.max_future_skew_ms / 1000:.0f} s)")
+
+
+DEFAULT_GUARD = TimeGuard()
+
+
+def map_event(spec: GraphSpec, topic: str, event: Mapping[str, Any], lookup: Lookup | None = None, *,
+              reference_ms: int | None = None, guard: TimeGuard = DEFAULT_GUARD) -> list[GraphRecord]:
     """Map one decoded source event to its graph records (possibly none).
 
     Raises :class:`BadEventError` for an event that cannot be mapped (missing required field,
-    unparseable event time); the caller routes it to the dead-letter topic. The rules are compiled
-    once per (spec, topic) by :func:`compile_mapping`; this is a thin wrapper over it.
+    unparseable event time, and with ``reference_ms`` an event time beyond the allowed skew); the
+    caller routes it to the dead-letter topic. With ``reference_ms`` (the time the event was
+    ingested), records that would be born expired are left out (:class:`TimeGuard`); without it, no
+    time bound is applied. The rules are compiled once per (spec, topic) by :func:`compile_mapping`;
+    this is a thin wrapper over it.
     """
-    return compile_mapping(spec, topic).map(event, lookup)
+    mapper = compile_mapping(spec, topic)
+    if reference_ms is None:
+        return mapper.map(event, lookup)
+    live, _expired = mapper.guarded_rows(event, lookup, reference_ms, guard)
+    return [GraphRecord(k, t, i, d, p, ts) for _key, k, t, i, d, p, ts in live]
 
 
 # One mapped record before it becomes a GraphRecord:
@@ -256,7 +301,8 @@ class EventMapper:
     mapping's cost; the results are identical to interpreting the rules event by event.
     """
 
-    __slots__ = ("_rows", "drop_absent", "drop_present", "enrich", "mapping", "require", "rules", "time_field")
+    __slots__ = ("_min_ttl_ms", "_rows", "_ttl_ms", "drop_absent", "drop_present", "enrich", "mapping", "require",
+                 "rules", "time_field")
 
     def __init__(self, spec: GraphSpec, mapping: SourceMapping) -> None:
         self.mapping = mapping
@@ -282,6 +328,10 @@ class EventMapper:
                           rule.dst_field, rule.when_present, tuple(props)))
         self.rules = tuple(rules)
         self._rows = _compile_rows(self.time_field, self.enrich, self.rules)
+        # Per produced type, its namespace's TTL in ms (0: never expires), for TimeGuard's expiry rule.
+        self._ttl_ms = {(r.kind, r.type): spec.namespace(r.kind, r.type).ttl_s * 1000 for r in mapping.records}
+        positive = [t for t in self._ttl_ms.values() if t > 0]
+        self._min_ttl_ms = min(positive) if positive else None
 
     def check(self, event: Mapping[str, Any]) -> str | None:
         """:func:`check_event` for this topic: a drop reason for noise, else None; raises
@@ -304,6 +354,32 @@ class EventMapper:
         if not checked:
             self.check(event)
         return self._rows(event, lookup)
+
+    def guarded_rows(self, event: Mapping[str, Any], lookup: Lookup | None, reference_ms: int,
+                     guard: TimeGuard = DEFAULT_GUARD, *, checked: bool = False
+                     ) -> tuple[list[MappedRow], list[MappedRow]]:
+        """:meth:`rows` under :class:`TimeGuard` with ``reference_ms``: (records to write, records
+        left out because they would be born expired). Raises :class:`BadEventError`
+        (``event_time_in_future``) when the event time is beyond the allowed skew.
+
+        An event that maps to no record writes nothing, so it is not judged.
+        """
+        rows = self.rows(event, lookup, checked=checked)
+        if not rows:
+            return rows, []
+        ts = rows[0][6]  # every record of an event carries the event's time
+        guard.check(ts, reference_ms)
+        min_ttl = self._min_ttl_ms
+        if min_ttl is None or reference_ms - ts < min_ttl:
+            return rows, []
+        age = reference_ms - ts
+        ttl_ms = self._ttl_ms
+        live: list[MappedRow] = []
+        expired: list[MappedRow] = []
+        for row in rows:
+            ttl = ttl_ms[row[1], row[2]]
+            (expired if ttl and age >= ttl else live).append(row)
+        return live, expired
 
     def map(self, event: Mapping[str, Any], lookup: Lookup | None = None) -> list[GraphRecord]:
         """:func:`map_event` for this topic."""

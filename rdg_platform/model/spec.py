@@ -81,6 +81,9 @@ class Namespace:
 class NodeType:
     name: str
     properties: Mapping[str, str]
+    # Properties whose change the streaming dedup emits at once instead of folding it into the
+    # window's trailing emission (e.g. a playback action: START/STOP matter now, heartbeats can wait).
+    significant: tuple[str, ...] = ()
 
     @property
     def topic(self) -> str:
@@ -94,6 +97,7 @@ class EdgeType:
     dst: str
     properties: Mapping[str, str]
     ttl_s: int | None = None
+    significant: tuple[str, ...] = ()  # as NodeType.significant
 
     @property
     def topic(self) -> str:
@@ -194,6 +198,17 @@ class GraphSpec:
     def graph_topics(self) -> list[str]:
         return [n.topic for n in self.nodes.values()] + [e.topic for e in self.edges.values()]
 
+    def significant_properties(self) -> dict[tuple[RecordKind, str], frozenset[str]]:
+        """(kind, type) -> the properties the spec marks ``significant`` (types without any omitted)."""
+        out: dict[tuple[RecordKind, str], frozenset[str]] = {}
+        for n in self.nodes.values():
+            if n.significant:
+                out[("node", n.name)] = frozenset(n.significant)
+        for e in self.edges.values():
+            if e.significant:
+                out[("edge", e.name)] = frozenset(e.significant)
+        return out
+
     def event_sources(self) -> list[Source]:
         return [s for s in self.sources.values() if s.kind == "event"]
 
@@ -244,6 +259,19 @@ def _parse_props(raw: Any, where: str) -> dict[str, str]:
     return out
 
 
+def _parse_significant(raw: Any, properties: Mapping[str, str], where: str) -> tuple[str, ...]:
+    """``significant: [prop, ...]``: each a declared property of the type."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+        raise SpecError(f"{where}: significant must be a list of property names")
+    for p in raw:
+        if p not in properties:
+            raise SpecError(f"{where}: significant property {p!r} is not declared on the type "
+                            f"(declared: {sorted(properties)})")
+    return tuple(raw)
+
+
 def parse_spec(doc: Mapping[str, Any], local: SpecDefaults | None = None) -> GraphSpec:
     """Validate a spec document (the parsed YAML) into a :class:`GraphSpec`.
 
@@ -270,7 +298,8 @@ def parse_spec(doc: Mapping[str, Any], local: SpecDefaults | None = None) -> Gra
     nodes: dict[str, NodeType] = {}
     for name, nd in (_req(doc, "nodes", "spec") or {}).items():
         _check_ident(name, "node type")
-        nodes[name] = NodeType(name, _parse_props((nd or {}).get("properties"), f"node {name!r}"))
+        nprops = _parse_props((nd or {}).get("properties"), f"node {name!r}")
+        nodes[name] = NodeType(name, nprops, _parse_significant((nd or {}).get("significant"), nprops, f"node {name!r}"))
 
     edges: dict[str, EdgeType] = {}
     for name, ed in (_req(doc, "edges", "spec") or {}).items():
@@ -283,7 +312,9 @@ def parse_spec(doc: Mapping[str, Any], local: SpecDefaults | None = None) -> Gra
             if val not in nodes:
                 raise SpecError(f"{where}: {end} node type {val!r} is not defined (known node types: {sorted(nodes)})")
         ttl = ed.get("ttl_s")
-        edges[name] = EdgeType(name, src, dst, _parse_props(ed.get("properties"), where), None if ttl is None else int(ttl))
+        eprops = _parse_props(ed.get("properties"), where)
+        edges[name] = EdgeType(name, src, dst, eprops, None if ttl is None else int(ttl),
+                               _parse_significant(ed.get("significant"), eprops, where))
 
     sources: dict[str, Source] = {}
     for topic, sd in (_req(doc, "sources", "spec") or {}).items():

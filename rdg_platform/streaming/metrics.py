@@ -123,11 +123,15 @@ class AppMetrics:
         self.dedup_suppressed = FastCounter("rdg_dedup_suppressed", "Graph record updates the dedup window did "
                                             "not emit (updates in - records out, counted when a key's window "
                                             "closes)", ["app", "kind", "type"], r)
+        self.expired = FastCounter("rdg_records_expired", "Graph records not written because their event time "
+                                   "is older than their namespace's TTL (born expired), by kind and type",
+                                   ["app", "kind", "type"], r)
         self.dropped = Counter("rdg_events_dropped", "Events dropped as noise by the filter step, by reason",
                                ["app", "reason"], registry=r)
         self.dlq = Counter("rdg_dlq_records", "Records sent to a dead-letter topic, by reason", ["app", "topic", "reason"],
                            registry=r)
-        self.buffered = Gauge("rdg_dedup_buffered", "Graph records waiting in the dedup buffer", ["app"], registry=r)
+        self.buffered = Gauge("rdg_dedup_buffered", "Keys held by the dedup buffer (each with an open window)",
+                              ["app"], registry=r)
         self.cassandra_writes = FastCounter("rdg_cassandra_writes", "Graph records acknowledged by Cassandra, by "
                                             "type", ["app", "kind", "type"], r)
         self.cassandra_errors = Counter("rdg_cassandra_errors", "Failed Cassandra write attempts (chunks)", ["app"],

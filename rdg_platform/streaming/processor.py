@@ -9,26 +9,28 @@ The per-event steps are fused into one operator (:class:`ProcessorSteps`) and th
 list of rows per event: Quix Streams runs its loop once per message, so framework calls per event
 are the processor's main fixed cost.
 
+Event time is bounded (:class:`rdg_platform.model.mapping.TimeGuard`, against the wall clock at
+processing): an event dated beyond now + ``RDG_STREAMING_MAX_CLOCK_SKEW_S`` is dead-lettered with reason
+``event_time_in_future``, and records older than their namespace's TTL are dropped and counted
+(``rdg_records_expired_total``): they would be born expired.
+
 Bad input never crashes the app: undecodable bytes, unknown or foreign schema ids, missing required
-fields and unmappable values go to the topic's DLQ (:mod:`rdg_platform.streaming.dlq`) with the original bytes, the reason and the
+fields, future event times and unmappable values go to the topic's DLQ (:mod:`rdg_platform.streaming.dlq`) with the original bytes, the reason and the
 source coordinates in headers; any *unexpected* exception on one record is caught by
 ``on_processing_error`` and dead-lettered the same way (reason ``processing_error``).
 
 Delivery story (at-least-once):
-:class:`GraphEmitSink` is the last operator. It buffers records in a :class:`DedupBuffer`, and a
-wall-clock timer thread emits each key when its window closes, whether or not more events arrive
-(quiet streams). Because it is a Quix *sink*, the checkpoint calls its ``flush()`` before committing
-source offsets; ``flush()`` emits whatever is still buffered and waits for Kafka to acknowledge every
-produced record (graph and DLQ). So a committed source offset always means its records are durably in
-Kafka: a crash loses only uncommitted work, which is re-read and re-emitted (duplicates are harmless:
-sink writes are idempotent, last-write-wins by event time). The flush at a checkpoint cuts the
-windows open at that moment short, so checkpoints are spaced several windows apart
-(``RDG_STREAMING_PROCESSOR_COMMIT_S``, default 3 windows).
-
-Why three windows: each checkpoint must first emit every buffered key, which cuts the windows open at
-that moment short; with a commit every window, every key's window was cut (to half a window on
-average). Three windows per commit leaves two thirds of the windows whole. The cost: up to that much
-input is re-read after a crash (re-emitted records are idempotent writes).
+:class:`GraphEmitSink` is the last operator. It folds records into a :class:`DedupBuffer`
+(leading-edge plus trailing: a key's first update and significant changes are produced at once, the
+rest once per window), and a wall-clock timer thread emits each key's trailing changes when its
+window closes, whether or not more events arrive (quiet streams). Because it is a Quix *sink*, the
+checkpoint calls its ``flush()`` before committing source offsets; ``flush()`` emits every pending
+change and waits for Kafka to acknowledge every produced record (graph and DLQ). So a committed
+source offset always means its records are durably in Kafka: a crash loses only uncommitted work,
+which is re-read and re-emitted (duplicates are harmless: sink writes are idempotent, last-write-wins
+by event time). A flush keeps the keys' windows (what was emitted stays the baseline), so checkpoints
+every window (``RDG_STREAMING_PROCESSOR_COMMIT_S``, default one window) cost at most one early
+trailing emission per changed key.
 """
 
 from __future__ import annotations
@@ -44,9 +46,17 @@ from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import HeadersTuples
 from quixstreams.sinks import BaseSink
 
-from rdg_platform.model.mapping import BadEventError, GraphRecord, Lookup, MappedRow, compile_mapping
+from rdg_platform.model.mapping import (
+    DEFAULT_GUARD,
+    BadEventError,
+    GraphRecord,
+    Lookup,
+    MappedRow,
+    TimeGuard,
+    compile_mapping,
+)
 from rdg_platform.model.spec import GraphSpec
-from rdg_platform.streaming.dedup import DedupBuffer
+from rdg_platform.streaming.dedup import DedupBuffer, Significant
 from rdg_platform.streaming.dlq import DeadLetters, ProducerLike, produce
 from rdg_platform.streaming.metrics import AppMetrics
 
@@ -60,6 +70,11 @@ log = logging.getLogger(__name__)
 Decode = Callable[[str, bytes], Mapping[str, Any]]
 
 
+def wall_clock_ms() -> int:
+    """The reference time of the stream's :class:`TimeGuard`: the wall clock at processing."""
+    return time.time_ns() // 1_000_000
+
+
 class ProcessorSteps:
     """The per-event work of one source topic, fused into one callable for one Quix operator.
 
@@ -68,10 +83,13 @@ class ProcessorSteps:
     record costs a framework call per event, and the processor's throughput is bounded by that
     per-message overhead; one step that returns the event's mapped rows is the same pipeline with
     the least of it. Projection is gone because the compiled mapping reads only the fields it needs.
+
+    ``guard`` bounds event time against ``clock_ms()`` (the wall clock at processing).
     """
 
     def __init__(self, spec: GraphSpec, topic: str, decode: Decode, lookup: Lookup | None,
-                 dead_letters: DeadLetters, metrics: AppMetrics) -> None:
+                 dead_letters: DeadLetters, metrics: AppMetrics, *, guard: TimeGuard = DEFAULT_GUARD,
+                 clock_ms: Callable[[], int] = wall_clock_ms) -> None:
         if topic not in spec.mappings:
             raise ValueError(f"no mapping for topic {topic!r} in the spec (mapped: {sorted(spec.mappings)})")
         self.spec = spec
@@ -81,6 +99,8 @@ class ProcessorSteps:
         self.lookup = lookup
         self.dlq = dead_letters
         self.metrics = metrics
+        self.guard = guard
+        self.clock_ms = clock_ms
         self.app = metrics.app
         self._in = metrics.records_in.labels(self.app, topic)
         self._rate = metrics.rate
@@ -107,10 +127,13 @@ class ProcessorSteps:
             if noise is not None:
                 self.metrics.dropped.labels(self.app, noise).inc()
                 return []
-            rows = self.mapper.rows(event, self.lookup, checked=True)
+            rows, expired = self.mapper.guarded_rows(event, self.lookup, self.clock_ms(), self.guard, checked=True)
         except BadEventError as exc:
             self.dlq.send(self.topic, exc.reason, exc.detail, value, key)
             return []
+        if expired:
+            for row in expired:
+                self.metrics.expired.labels(self.app, row[1], row[2]).inc()
         mapped = self._mapped
         for row in rows:
             mapped[row[1], row[2]].inc()
@@ -123,7 +146,8 @@ class ProcessorSteps:
 
 def build_pipeline(sdf: StreamingDataFrame, spec: GraphSpec, topic: str, *, decode: Decode,
                    lookup: Lookup | None, dead_letters: DeadLetters, metrics: AppMetrics,
-                   sink: BaseSink | None = None) -> StreamingDataFrame:
+                   sink: BaseSink | None = None, guard: TimeGuard = DEFAULT_GUARD,
+                   clock_ms: Callable[[], int] = wall_clock_ms) -> StreamingDataFrame:
     """Wire decode -> filter -> enrich+map -> (dedup sink) onto ``sdf`` (bytes values).
 
     With ``sink=None`` the returned dataframe emits the mapped :class:`GraphRecord` objects one by
@@ -131,7 +155,7 @@ def build_pipeline(sdf: StreamingDataFrame, spec: GraphSpec, topic: str, *, deco
     :class:`GraphEmitSink`, which receives each event's mapped rows as one list (the same
     records, without building an object per record that the dedup window mostly folds away).
     """
-    steps = ProcessorSteps(spec, topic, decode, lookup, dead_letters, metrics)
+    steps = ProcessorSteps(spec, topic, decode, lookup, dead_letters, metrics, guard=guard, clock_ms=clock_ms)
     if sink is None:
         return sdf.apply(steps.records_step, metadata=True, expand=True)
     sdf = sdf.apply(steps.rows_step, metadata=True)
@@ -142,23 +166,24 @@ def build_pipeline(sdf: StreamingDataFrame, spec: GraphSpec, topic: str, *, deco
 class GraphEmitSink(BaseSink):
     """Dedup buffer + wall-clock emitter to ``graph.node.<type>`` / ``graph.edge.<type>``.
 
-    - ``add()`` (run loop thread): fold the record into its key's exact LWW state in the buffer.
-    - timer thread, every ``tick_s``: emit every key whose window closed (wall clock), so quiet
-      topics and quiet keys are still emitted within window + tick.
-    - ``flush()`` (checkpoint, before offsets are committed; also on revoke and shutdown): emit the
-      rest and block until Kafka acknowledged every record produced so far. If Kafka does not
-      acknowledge, ``flush()`` raises and the checkpoint is not committed.
+    - ``add()`` (run loop thread): fold the record into its key's exact LWW state in the buffer;
+      produce at once what the buffer emits (a key's leading edge, a significant change).
+    - timer thread, every ``tick_s``: emit the trailing changes of every key whose window closed
+      (wall clock), so quiet topics and quiet keys are still emitted within window + tick.
+    - ``flush()`` (checkpoint, before offsets are committed; also on revoke and shutdown): emit every
+      pending change and block until Kafka acknowledged every record produced so far. If Kafka does
+      not acknowledge, ``flush()`` raises and the checkpoint is not committed.
     """
 
     def __init__(self, producer: ProducerLike, metrics: AppMetrics, window_s: float, *, tick_s: float = 0.1,
                  max_keys: int = 200_000, flush_timeout_s: float = 60.0,
                  clock: Callable[[], float] = time.monotonic, dead_letter_errors: list[str] | None = None,
-                 start_timer: bool = True) -> None:
+                 start_timer: bool = True, significant: Significant | None = None) -> None:
         super().__init__()
         self.producer = producer
         self.metrics = metrics
         self.app = metrics.app
-        self.buffer = DedupBuffer(window_s, max_keys, on_close=self._on_close)
+        self.buffer = DedupBuffer(window_s, max_keys, on_close=self._on_close, significant=significant)
         self.tick_s = tick_s
         self.flush_timeout_s = flush_timeout_s
         self.clock = clock
@@ -190,14 +215,15 @@ class GraphEmitSink(BaseSink):
         now = self.clock()
         with self._lock:
             if isinstance(value, GraphRecord):
-                evicted = self.buffer.add(value, now)[1]
+                out = self.buffer.add(value, now)
             else:
-                evicted = self.buffer.add_rows(value, now)
-            if evicted:
-                self._emit(evicted)
+                out = self.buffer.add_rows(value, now)
+            if out:
+                self._emit(out)
 
     def _on_close(self, kind: str, type_: str, updates: int, emitted: int) -> None:
-        """A key's window closed: ``updates`` inputs became ``emitted`` records (suppressed = the rest)."""
+        """A key's accounting period ended (its window closed, or a flush): ``updates`` inputs
+        became ``emitted`` records (suppressed = the rest)."""
         if updates > emitted:
             self.metrics.dedup_suppressed.labels(self.app, kind, type_).inc(updates - emitted)
 
@@ -237,7 +263,7 @@ class GraphEmitSink(BaseSink):
     def flush(self) -> None:
         with self._lock:
             self._emit(self.buffer.drain())
-            self._buffered.set(0)
+            self._buffered.set(len(self.buffer))
         left = self.producer.flush(self.flush_timeout_s)
         if left:
             raise RuntimeError(f"{left} graph/DLQ records not acknowledged by Kafka within "
@@ -288,7 +314,8 @@ def run_processor(settings: Settings, app_name: str) -> None:
     producer = Producer(producer_config(settings.kafka, **{"client.id": app_name, "delivery.report.only.error": True}))
     errors: list[str] = []
     dlq = DeadLetters(producer, app_name, metrics, errors)
-    sink = GraphEmitSink(producer, metrics, settings.streaming.dedup_window_s, dead_letter_errors=errors)
+    sink = GraphEmitSink(producer, metrics, settings.streaming.dedup_window_s, dead_letter_errors=errors,
+                         significant=spec.significant_properties())
     lag = LagTracker(settings.kafka, [topic], metrics).start()
 
     def on_processing_error(exc: Exception, row: Row | None, logger: logging.Logger) -> bool:
@@ -303,7 +330,8 @@ def run_processor(settings: Settings, app_name: str) -> None:
     app = make_application(settings, app_spec, on_message_processed=lag.on_processed,
                            on_processing_error=on_processing_error, producer_extra_config={"linger.ms": 5})
     sdf = app.dataframe(app.topic(topic, value_deserializer="bytes", key_deserializer="bytes"))
-    build_pipeline(sdf, spec, topic, decode=decode, lookup=table.get, dead_letters=dlq, metrics=metrics, sink=sink)
+    build_pipeline(sdf, spec, topic, decode=decode, lookup=table.get, dead_letters=dlq, metrics=metrics, sink=sink,
+                   guard=TimeGuard(settings.streaming.max_clock_skew_ms))
     log.info("processor %s: %s -> %s (window %.1fs, group %s)", app_name, topic,
              sorted({graph_topic(r.kind, r.type) for r in mapping.records}), settings.streaming.dedup_window_s, app_spec.consumer_group)
     try:

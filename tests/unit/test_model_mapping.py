@@ -18,7 +18,7 @@ from rdg_platform.model import (
     map_event,
     merge_records,
 )
-from rdg_platform.model.mapping import check_event, compile_mapping, project_event, to_epoch_ms
+from rdg_platform.model.mapping import TimeGuard, check_event, compile_mapping, project_event, to_epoch_ms
 
 SPEC = load_spec()
 T0 = 1_700_000_000_000
@@ -188,3 +188,58 @@ def test_compiled_mapping_equals_the_rules_read_one_by_one(seed: int) -> None:
                     [{k: type(v) for k, v in r.properties.items()} for r in want]
                 mapper = compile_mapping(SPEC, topic)
                 assert [row[0] for row in mapper.rows(ev, lambda t, k: catalog.get((t, k)))] == [r.dedup_key for r in want]
+
+
+# --------------------------------------------------------------------------- event-time guard
+DAY_MS = 86_400_000
+
+
+def login(event_time: int) -> dict[str, Any]:
+    return {"event_id": "e", "event_time": event_time, "account_id": "a1", "profile_id": "p1", "device_id": "d1",
+            "device_type": "TV", "country": "NL", "app_version": "9", "plan": "premium"}
+
+
+def test_event_beyond_the_allowed_skew_is_a_bad_event_for_every_path() -> None:
+    ten_years = 10 * 365 * DAY_MS
+    with pytest.raises(BadEventError) as info:
+        map_event(SPEC, "member.login", login(T0 + ten_years), reference_ms=T0)
+    assert info.value.reason == "event_time_in_future" and "allowed clock skew 300 s" in info.value.detail
+    # within the default 5 minutes: accepted as is (an ordinary clock difference)
+    assert map_event(SPEC, "member.login", login(T0 + 299_000), reference_ms=T0)
+    # the bound is a parameter (RDG_STREAMING_MAX_CLOCK_SKEW_S)
+    with pytest.raises(BadEventError):
+        map_event(SPEC, "member.login", login(T0 + 2_000), reference_ms=T0, guard=TimeGuard(1_000))
+    # the compiled mapper (what the processors run) decides the same way
+    with pytest.raises(BadEventError, match="event_time_in_future"):
+        compile_mapping(SPEC, "member.login").guarded_rows(login(T0 + 301_000), None, T0)
+    # no reference: no time bound (callers that replay without ingest times)
+    assert map_event(SPEC, "member.login", login(T0 + ten_years))
+
+
+def test_records_older_than_their_namespace_ttl_are_left_out() -> None:
+    # spec.yaml: nodes never expire (node_ttl_s 0); member edges live 100 days (edge_ttl_s 8640000)
+    mapper = compile_mapping(SPEC, "member.login")
+    live, expired = mapper.guarded_rows(login(T0 - 101 * DAY_MS), None, T0)
+    assert {(r[1], r[2]) for r in live} == {("node", "account"), ("node", "device"), ("node", "profile")}
+    assert {(r[1], r[2]) for r in expired} == {("edge", "logged_in_from"), ("edge", "has_profile")}
+    # 99 days old: everything is still alive for a day
+    live, expired = mapper.guarded_rows(login(T0 - 99 * DAY_MS), None, T0)
+    assert len(live) == 5 and expired == []
+    recs = map_event(SPEC, "member.login", login(T0 - 101 * DAY_MS), reference_ms=T0)
+    assert {r.kind for r in recs} == {"node"}
+
+
+def test_significant_properties_are_declared_in_the_spec_and_validated() -> None:
+    import yaml
+
+    from rdg_platform.model import SpecError, parse_spec
+    from rdg_platform.model.spec import default_spec_path
+
+    assert SPEC.significant_properties()[("edge", "started_watching")] == frozenset({"action"})
+    doc = yaml.safe_load(default_spec_path().read_text())
+    doc["edges"]["plays"]["significant"] = ["actoin"]
+    with pytest.raises(SpecError, match="significant property 'actoin' is not declared"):
+        parse_spec(doc)
+    doc["edges"]["plays"]["significant"] = "action"
+    with pytest.raises(SpecError, match="must be a list"):
+        parse_spec(doc)

@@ -6,9 +6,8 @@ follows the settings."""
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 from quixstreams import Application
@@ -17,7 +16,7 @@ from quixstreams.sinks import SinkBackpressureError, SinkBatch
 
 from rdg_platform.kv.codec import encode_props
 from rdg_platform.model import GraphRecord, load_spec
-from rdg_platform.model.lww import encode_value, lww_states
+from rdg_platform.model.lww import encode_value
 from rdg_platform.settings import KafkaSettings, StreamingSettings, load_settings
 from rdg_platform.streaming.apps import DEFAULT_SINK_GROUPS, app_specs, get_app, resolve_sink_groups
 from rdg_platform.streaming.catalog import CatalogTable
@@ -32,6 +31,7 @@ from rdg_platform.topology import partitions_of
 SPEC = load_spec()
 NO_KAFKA = KafkaSettings(bootstrap="127.0.0.1:1", security_protocol="PLAINTEXT")
 T0 = 1_700_000_000_000
+NOW_MS = T0 + 60_000  # the processors' wall clock in these tests: a minute after the events
 
 
 class FakeDecodeError(Exception):
@@ -82,7 +82,7 @@ def make_sdf(topic: str, catalog: CatalogTable | None = None) -> tuple[Any, List
     metrics = AppMetrics("unit")
     prod = ListProducer()
     sdf = build_pipeline(sdf, SPEC, topic, decode=json_decode, lookup=catalog.get if catalog else None,
-                         dead_letters=DeadLetters(prod, "unit", metrics), metrics=metrics)
+                         dead_letters=DeadLetters(prod, "unit", metrics), metrics=metrics, clock_ms=lambda: NOW_MS)
     return sdf, prod, metrics
 
 
@@ -139,95 +139,12 @@ def test_pipeline_login_optional_profile_and_projection() -> None:
     assert prod.sent == []
 
 
-def test_dedup_buffer_window_semantics() -> None:
-    buf = DedupBuffer(window_s=10)
-    hb = [GraphRecord("edge", "started_watching", "p1", "t1", {"position_ms": i * 1000, "last_watch_ts": T0 + i},
-                      T0 + i) for i in range(5)]
-    for i, r in enumerate(hb):
-        merged, evicted = buf.add(r, now=100 + i)
-        assert merged == (i > 0) and evicted == []
-    other = GraphRecord("node", "account", "a1", None, {"last_seen_ts": T0}, T0)
-    buf.add(other, now=105)
-    assert buf.pop_due(109.9) == []
-    out = buf.pop_due(110.0)  # the heartbeat key's window opened at 100
-    assert [r.dedup_key for r in out] == [hb[0].dedup_key]
-    assert out[0].properties["position_ms"] == 4000 and out[0].updated_at == T0 + 4
-    assert buf.suppressed == 4 and len(buf) == 1
-    # a late, older update folds in without regressing newer properties, and the property only it
-    # carried keeps its own (older) write time: two records, one per winning event time
-    buf.add(GraphRecord("node", "account", "a1", None, {"last_seen_ts": T0 - 5, "country": "US"}, T0 - 5), now=106)
-    old, new = buf.pop_due(115)
-    assert (old.properties, old.updated_at) == ({"country": "US"}, T0 - 5)
-    assert (new.properties, new.updated_at) == ({"last_seen_ts": T0}, T0)
-    assert buf.updates_in == 7 and buf.records_out == 3 and buf.suppressed == 4
-    # after emission the key opens a new window
-    buf.add(hb[0], now=200)
-    assert buf.pop_due(209) == [] and len(buf.pop_due(210)) == 1
-
-
-def _cells(records: list[GraphRecord]) -> dict[tuple[str, str], tuple[int, str]]:
-    """What Cassandra holds after writing ``records`` one by one: per cell, (write time, stored text),
-    the latest write time winning (ties: the larger value, as Cassandra compares equal timestamps)."""
-    cells: dict[tuple[str, str], tuple[int, str]] = {}
-    for r in records:
-        upd = (r.updated_at, str(r.updated_at))
-        cur = cells.get((r.dedup_key, "\x00updated_at"))
-        if cur is None or upd > cur:
-            cells[(r.dedup_key, "\x00updated_at")] = upd
-        for k, v in encode_props(r.properties).items():
-            cur = cells.get((r.dedup_key, k))
-            if cur is None or (r.updated_at, v) > cur:
-                cells[(r.dedup_key, k)] = (r.updated_at, v)
-    return cells
-
-
-@pytest.mark.parametrize("seed", range(8))
-def test_dedup_output_writes_exactly_like_every_input(seed: int) -> None:
-    """Writing the buffer's output == writing every input one by one: per property, the same value
-    AND the same write time, whatever the arrival order and wherever windows close."""
-    rnd = random.Random(seed)
-    recs = []
-    for _ in range(300):
-        props = {p: rnd.choice([rnd.randrange(4), f"v{rnd.randrange(3)}", ["x", "é"], 1.5e20])
-                 for p in ("a", "b", "c", "d") if rnd.random() < 0.4}
-        kind: Literal["node", "edge"] = rnd.choice(["node", "edge"])
-        recs.append(GraphRecord(kind, "t", f"k{rnd.randrange(6)}", f"d{rnd.randrange(2)}" if kind == "edge" else None,
-                                props, T0 + rnd.randrange(50)))  # few distinct times: many ties
-    want = _cells(recs)
-    for order in range(3):
-        rnd.shuffle(recs)
-        buf = DedupBuffer(window_s=10, max_keys=1_000 if order < 2 else 4)
-        out: list[GraphRecord] = []
-        for i, r in enumerate(recs):
-            now = i * (0.01 if order == 0 else 0.1)  # order 0: one window; 1: windows close mid-stream
-            out += buf.pop_due(now)
-            out += buf.add(r, now)[1]
-        out += buf.drain()
-        assert _cells(out) == want
-        assert buf.updates_in == len(recs) and buf.records_out == len(out)
-        assert buf.suppressed == len(recs) - len(out) > 0
-    # one window over everything: mostly one record per key, never more than distinct winning times
-    buf = DedupBuffer(window_s=10)
-    for r in recs:
-        buf.add(r, 0)
-    states = lww_states(recs)
-    assert len(buf.drain()) == sum(len({c[0] for c in st.cells.values()} | {st.max_ts}) for st in states.values())
-
-
 def test_model_encoding_is_the_stored_encoding() -> None:
     """The LWW tie-break compares the exact text kv.codec stores for each value."""
     for v in [1, -3, 1.5, 1.5e20, 1e-7, True, "abc", "é ü 東京", ["a", "é"], {"b": 1, "a": [1, 2]}, 10**15]:
         assert encode_props({"p": v})["p"] == encode_value(v)
         assert json.loads(encode_value(v)) == v
     assert encode_value({"b": 1, "a": 2}) == '{"a":2,"b":1}'
-
-
-def test_dedup_buffer_is_bounded() -> None:
-    buf = DedupBuffer(window_s=10, max_keys=3)
-    evicted = []
-    for i in range(5):
-        evicted += buf.add(GraphRecord("node", "device", f"d{i}", None, {}, T0), now=0)[1]
-    assert len(buf) == 3 and [r.id for r in evicted] == ["d0", "d1"]
 
 
 class FakeClock:
@@ -241,27 +158,32 @@ class FakeClock:
 def test_emit_sink_quiet_stream_is_flushed_by_the_wall_clock_timer() -> None:
     clock, prod = FakeClock(), ListProducer()
     sink = GraphEmitSink(prod, AppMetrics("unit"), window_s=2, clock=clock, start_timer=False)
-    r = GraphRecord("edge", "plays", "p1", "g1", {"action": "START"}, T0)
     for i in range(10):  # a burst of updates to one key, then the stream goes quiet
         sink.add(GraphRecord("edge", "plays", "p1", "g1", {"action": "HEARTBEAT"}, T0 + i), "a1", T0, [], "member.gaming", 0, i)
-    sink.add(r, "a1", T0, [], "member.gaming", 0, 10)  # older: merged under LWW
-    assert sink.tick() == 0 and prod.sent == []
+    sink.add(GraphRecord("edge", "plays", "p1", "g1", {"action": "START"}, T0), "a1", T0, [], "member.gaming", 0, 10)
+    assert len(prod.sent) == 1  # the leading edge, at once; the rest folds (the older START loses)
+    assert sink.tick() == 0
     clock.t += 2.0  # no new events: only the clock moves
     assert sink.tick() == 1
-    topic, value, key, _ = prod.sent[0]
+    topic, value, key, _ = prod.sent[1]
     assert topic == "graph.edge.plays" and key == b"p1"
     assert json.loads(value or b"") == {"kind": "edge", "type": "plays", "src": "p1", "dst": "g1",
                                         "properties": {"action": "HEARTBEAT"}, "updated_at": T0 + 9}
-    assert sink.metrics.value("rdg_dedup_suppressed_total") == 10
+    assert sink.metrics.value("rdg_dedup_suppressed_total") == 9  # 11 updates -> 2 records
+    clock.t += 2.0
+    assert sink.tick() == 0 and len(sink.buffer) == 0  # a quiet window releases the key
 
 
-def test_emit_sink_flush_empties_the_buffer_before_commit_and_refuses_unacked() -> None:
+def test_emit_sink_flush_emits_pending_changes_before_commit_and_refuses_unacked() -> None:
     clock, prod = FakeClock(), ListProducer()
     sink = GraphEmitSink(prod, AppMetrics("unit"), window_s=10, clock=clock, start_timer=False)
-    sink.add(GraphRecord("node", "device", "d1", None, {}, T0), "a1", T0, [], "member.login", 0, 0)
-    sink.flush()  # the checkpoint is about to commit offset 0: its record must be in Kafka first
-    assert len(sink.buffer) == 0 and prod.topics() == ["graph.node.device"]
-    sink.add(GraphRecord("node", "device", "d2", None, {}, T0), "a1", T0, [], "member.login", 0, 1)
+    sink.add(GraphRecord("node", "device", "d1", None, {"device_type": "TV"}, T0), "a1", T0, [], "member.login", 0, 0)
+    sink.add(GraphRecord("node", "device", "d1", None, {"device_type": "WEB"}, T0 + 1), "a1", T0, [], "member.login", 0, 1)
+    assert len(prod.sent) == 1
+    sink.flush()  # the checkpoint is about to commit offset 1: its change must be in Kafka first
+    assert sink.buffer.pending() == 0 and prod.topics() == ["graph.node.device"] * 2
+    assert json.loads(prod.sent[1][1] or b"")["properties"] == {"device_type": "WEB"}
+    sink.add(GraphRecord("node", "device", "d2", None, {}, T0), "a1", T0, [], "member.login", 0, 2)
     prod.pending = 1
     with pytest.raises(RuntimeError, match="not acknowledged"):
         sink.flush()
@@ -361,25 +283,28 @@ def test_processor_rows_through_the_emit_sink_equal_the_mapped_records() -> None
                                   action="STOP" if i == 9 else "HEARTBEAT")).encode() for i in range(10)]
     sdf, _, _ = make_sdf("member.playback", table)
     want = DedupBuffer(window_s=10)
+    expected_recs: list[GraphRecord] = []
     for i, ev in enumerate(events):
         for r in run(sdf, "member.playback", ev, offset=i):
-            want.add(r, 0)
-    expected = sorted(json.dumps(r.to_dict(), sort_keys=True) for r in want.drain())
+            expected_recs += want.add(r, 0)
+    expected_recs += want.drain()
+    expected = sorted(json.dumps(r.to_dict(), sort_keys=True) for r in expected_recs)
 
     app = Application(broker_address="127.0.0.1:1", consumer_group="unit", loglevel="CRITICAL")
     metrics, prod = AppMetrics("unit"), ListProducer()
     sink = GraphEmitSink(prod, metrics, window_s=10, clock=FakeClock(), start_timer=False)
     app_sdf = build_pipeline(app.dataframe(Topic("member.playback", value_deserializer="bytes", key_deserializer="str")),
                              SPEC, "member.playback", decode=json_decode, lookup=table.get,
-                             dead_letters=DeadLetters(prod, "unit", metrics), metrics=metrics, sink=sink)
+                             dead_letters=DeadLetters(prod, "unit", metrics), metrics=metrics, sink=sink,
+                             clock_ms=lambda: NOW_MS)
     for i, ev in enumerate(events):
         ctx = MessageContext(topic="member.playback", partition=0, offset=i, size=len(ev))
         app_sdf.test(ev, key="a1", timestamp=T0, ctx=ctx)
-    assert prod.sent == [] and len(sink.buffer) == 7
+    assert len(prod.sent) == 7 and len(sink.buffer) == 7  # one leading edge per key, the rest folded
     sink.flush()
     assert sorted(json.dumps(json.loads(v or b""), sort_keys=True) for _, v, _, _ in prod.sent) == expected
-    assert metrics.value("rdg_records_mapped_total") == 70 and metrics.value("rdg_records_out_total") == 7
-    assert metrics.value("rdg_dedup_suppressed_total") == 63
+    assert metrics.value("rdg_records_mapped_total") == 70 and metrics.value("rdg_records_out_total") == 14
+    assert metrics.value("rdg_dedup_suppressed_total") == 56
 
 
 def test_registry_apps_and_sink_groups() -> None:
@@ -425,6 +350,6 @@ def test_application_connects_as_the_kafka_settings_say(tmp_path: Any) -> None:
     assert conn.sasl_username == "rdg-app" and conn.sasl_password is not None
     assert conn.sasl_password.get_secret_value() == "s3cret" and conn.ssl_ca_location == "/etc/rdg/ca.pem"
     assert papp.config.consumer_group == f"blue-{proc.name}" and papp.config.auto_offset_reset == "latest"
-    assert papp.config.commit_interval == 12.0  # 3 dedup windows
+    assert papp.config.commit_interval == 4.0  # one dedup window
     sapp = make_application(s, sink, on_message_processed=lambda t, p, o: None)
     assert sapp.config.commit_interval == 0.5 and sapp.config.consumer_poll_timeout == 0.1
