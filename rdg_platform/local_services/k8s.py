@@ -301,7 +301,7 @@ class K8sControlPlane:
         )
         started = time.monotonic()
         for name in KUBE_BINARIES:
-            cmd = [str(go), "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(work / name),
+            cmd = [str(go), "build", "-trimpath", "-buildvcs=false", f"-ldflags={ldflags}", "-o", str(work / name),
                    f"k8s.io/kubernetes/cmd/{name}"]
             self._run_build(cmd, cwd=self.module_dir, log=log, label=name)
         (work / ".complete").write_text(json.dumps({"version": version, "built_at": time.time()}))
@@ -489,6 +489,11 @@ class K8sControlPlane:
                 "--allow-privileged=false",
                 "--profiling=false",
                 "--endpoint-reconciler-type=lease",
+                # Debian's etcd 3.4.23 lacks the watch-progress requests that streaming lists
+                # ("WatchList", on by default in 1.34) need. With it on, the server turns every
+                # watch from resourceVersion 0 into a streaming list and then fails it, so clients
+                # such as kwok only see changes on their periodic relists; off, watches just work.
+                "--feature-gates=WatchList=false",
             ]
         elif name in ("controller-manager", "scheduler"):
             port = self.controller_manager_port if name == "controller-manager" else self.scheduler_port
@@ -520,6 +525,9 @@ class K8sControlPlane:
                 f"--server-address={HOST}:{self.kwok_port}",
                 f"--node-port={self.kwok_port}",
                 f"--node-ip={HOST}",
+                # Heartbeat through a Lease, as a kubelet does (and kwokctl configures), so node
+                # liveness does not hang on periodic status patches.
+                "--node-lease-duration-seconds=40",
             ]
         else:
             raise ValueError(f"unknown component {name!r}")

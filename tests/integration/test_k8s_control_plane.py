@@ -2,7 +2,8 @@
 Deployments to Ready through the kwok node.
 
 The control plane comes from the session fixture ``k8s_control_plane`` (tests/integration/conftest.py),
-which builds and starts it on first use; if it cannot start, these tests fail, never skip.
+which starts it once per session (building the binaries first, once per machine, before any test
+runs); if it cannot start, these tests fail, never skip.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from typer.testing import CliRunner
 from rdg_platform.cli.k8s import k8s_app
 from rdg_platform.local_services.k8s import COMPONENTS, NODE_NAME, K8sControlPlane
 
-# The first test to request the fixture may compile Kubernetes (about 8 minutes cold on 2 cores).
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
+pytestmark = pytest.mark.integration
 
 
 def _wait_for(what: str, check: Callable[[], bool], timeout: float = 120.0) -> None:
