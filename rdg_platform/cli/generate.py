@@ -25,7 +25,7 @@ Time model: --duration is SIMULATED time: event times run from --start-time to -
 
 Determinism: the same --seed, --start-time and other options give byte-identical records (keys, values, event ids). --start-time defaults to now (floored to the second), so runs without it differ only in their event times; pass it to reproduce a run exactly.
 
---bad-fraction F injects, after each good member event with probability F, one extra bad record with header `rdg-bad: <kind>`: garbage (random bytes), wrong_schema_id (a catalog schema's id), unknown_schema_id (an id nobody registered), truncated_avro (body cut in half), missing_field (valid Avro whose required string field, e.g. device_id, is empty "").
+--bad-fraction F injects, after each good member event with probability F, one extra bad record with header `rdg-bad: <kind>`: garbage (random bytes), wrong_schema_id (a catalog schema's id), unknown_schema_id (an id nobody registered), truncated_avro (body cut in half), missing_field (valid Avro whose required string field, e.g. device_id, is empty ""), future_event_time (valid Avro whose event_time is 10 years ahead of its Kafka timestamp: a device with a wrong clock).
 """
 
 

@@ -35,8 +35,14 @@ TITLES, GAMES = "catalog.titles", "catalog.games"
 MEMBER_TOPICS = (LOGIN, PLAYBACK, GAMING)
 CATALOG_TOPICS = (TITLES, GAMES)
 
-BadKind = Literal["garbage", "wrong_schema_id", "unknown_schema_id", "truncated_avro", "missing_field"]
-BAD_KINDS: tuple[BadKind, ...] = ("garbage", "wrong_schema_id", "unknown_schema_id", "truncated_avro", "missing_field")
+BadKind = Literal["garbage", "wrong_schema_id", "unknown_schema_id", "truncated_avro", "missing_field",
+                  "future_event_time"]
+BAD_KINDS: tuple[BadKind, ...] = ("garbage", "wrong_schema_id", "unknown_schema_id", "truncated_avro", "missing_field",
+                                  "future_event_time")
+# Bad kinds that are valid Avro of the topic's schema (encoded like good records; the mapping rejects them).
+VALUE_BAD_KINDS: frozenset[str] = frozenset({"missing_field", "future_event_time"})
+# How far ahead a future_event_time record is dated: a device whose clock is years off.
+FUTURE_SKEW_MS = 10 * 365 * 86_400_000
 BAD_HEADER = "rdg-bad"
 # What a consumer sees for each injected kind: the DecodeError reason from
 # ``rdg_platform.avro.AvroSerde.decode_for_topic``, or for missing_field (which decodes fine) the
@@ -47,6 +53,7 @@ EXPECTED_REASON: dict[str, str] = {
     "unknown_schema_id": "unknown_schema_id",    # framed with an id nobody registered
     "truncated_avro": "avro_decode_error",       # right id, body cut short
     "missing_field": "missing_field",            # valid Avro, a required string field is ""
+    "future_event_time": "event_time_in_future",  # valid Avro, event_time years ahead, Kafka timestamp normal
 }
 # Required string fields that missing_field blanks (the mapping's `require` minus event_time).
 REQUIRED_STRINGS: dict[str, tuple[str, ...]] = {
@@ -406,6 +413,8 @@ def make_bad(ev: Event, rnd: random.Random) -> Event:
     value["event_id"] = f"{value['event_id']}-bad"
     if kind == "missing_field":
         value[rnd.choice(REQUIRED_STRINGS[ev.topic])] = ""
+    elif kind == "future_event_time":  # the Kafka timestamp stays the good event's: only the device clock is off
+        value["event_time"] = int(value["event_time"]) + FUTURE_SKEW_MS
     return Event(ev.topic, ev.key, value, ev.timestamp_ms, kind)
 
 

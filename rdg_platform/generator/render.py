@@ -48,6 +48,7 @@ from rdg_platform.generator.journeys import (
     LOGIN,
     MEMBER_TOPICS,
     PLAYBACK,
+    VALUE_BAD_KINDS,
     Catalog,
     Event,
     GeneratorConfig,
@@ -390,7 +391,7 @@ class EventEncoder:
         return sid
 
     def value(self, ev: Event) -> bytes:
-        if ev.bad is None or ev.bad == "missing_field":
+        if ev.bad is None or ev.bad in VALUE_BAD_KINDS:
             assert ev.value is not None
             return self.serde.encode(ev.topic, ev.value)
         if ev.bad == "garbage":
