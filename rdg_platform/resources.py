@@ -153,7 +153,9 @@ class IcebergCatalogResource(ConfigurableResource):  # type: ignore[misc]
     s3_region: str | None = Field(default=None, description="RDG_S3_REGION")
     s3_path_style_access: bool | None = Field(default=None, description="RDG_S3_PATH_STYLE_ACCESS")
     archive_namespace: str = "archive"
-    retention_days: int = Field(default=30, description="archive hours older than this are dropped")
+    retention_days: int | None = Field(
+        default=None, description="archive hours older than this are dropped (None: kept forever); "
+                                  "platform_resources sets the spec's archive.retention_days")
     snapshots_to_keep: int = 5
     snapshot_min_age_minutes: int = Field(default=60, description="never expire snapshots younger than this")
 
@@ -262,7 +264,8 @@ def platform_resources(s: Settings) -> PlatformResources:
             user=i.catalog_user, password=_secret(s, "RDG_ICEBERG_CATALOG_PASSWORD", i.catalog_password),
             s3_endpoint=s.s3.endpoint, s3_access_key_id=s.s3.access_key_id,
             s3_secret_access_key=_secret(s, "RDG_S3_SECRET_ACCESS_KEY", s.s3.secret_access_key),
-            s3_region=s.s3.region, s3_path_style_access=s.s3.path_style_access),
+            s3_region=s.s3.region, s3_path_style_access=s.s3.path_style_access,
+            retention_days=s.load_spec().archive.retention_days),
         spark=SparkResource(master=_endpoint(s, "RDG_SPARK_MASTER", s.spark.master),
                             jars_dir=str(s.cache_dir / "jars" / "spark")),
     )

@@ -177,6 +177,24 @@ class SourceMapping:
 
 
 @dataclass(frozen=True)
+class ArchivePolicy:
+    """How long the Iceberg archive keeps each topic-hour (``archive:`` in the spec).
+
+    ``retention_days`` None keeps the archive forever. A rebuild recomputes a namespace from the
+    archive, so an archive shorter than a namespace's TTL silently loses the older part of that
+    namespace in every rebuild; loading such a spec fails unless ``allow_shorter_than_ttl`` says the
+    loss is accepted on purpose.
+    """
+
+    retention_days: int | None
+    allow_shorter_than_ttl: bool = False
+
+    @property
+    def retention_s(self) -> int | None:
+        return None if self.retention_days is None else self.retention_days * 86_400
+
+
+@dataclass(frozen=True)
 class GraphSpec:
     """The validated model. Lookups are by type name; iteration order follows the YAML."""
 
@@ -187,6 +205,7 @@ class GraphSpec:
     mappings: Mapping[str, SourceMapping]
     namespaces: Mapping[str, Namespace] = field(default_factory=dict)
     replication_factor: int = 1
+    archive: ArchivePolicy = field(default_factory=lambda: ArchivePolicy(None))
 
     def namespace(self, kind: RecordKind, type_name: str) -> Namespace:
         key = f"{kind}.{type_name}"
@@ -336,7 +355,38 @@ def parse_spec(doc: Mapping[str, Any], local: SpecDefaults | None = None) -> Gra
 
     namespaces = _build_namespaces(doc.get("namespaces") or {}, nodes, edges, clusters, default_cluster,
                                    default_keyspace, node_ttl, edge_ttl)
-    return GraphSpec(clusters, nodes, edges, sources, mappings, namespaces, int(defaults.get("replication_factor", 1)))
+    archive = _parse_archive(doc.get("archive"), namespaces)
+    return GraphSpec(clusters, nodes, edges, sources, mappings, namespaces, int(defaults.get("replication_factor", 1)),
+                     archive)
+
+
+def _parse_archive(raw: Any, namespaces: Mapping[str, Namespace]) -> ArchivePolicy:
+    """``archive: {retention_days, allow_shorter_than_ttl}``; the retention must cover the longest
+    namespace TTL (TTL 0 = no expiry, not compared: such namespaces keep what the archive holds)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise SpecError("archive: must be a mapping with retention_days (and optionally allow_shorter_than_ttl)")
+    unknown = set(raw) - {"retention_days", "allow_shorter_than_ttl"}
+    if unknown:
+        raise SpecError(f"archive: unknown keys {sorted(unknown)} (known: retention_days, allow_shorter_than_ttl)")
+    days = raw.get("retention_days")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days <= 0):
+        raise SpecError(f"archive.retention_days: {days!r} must be a positive number of days (or null: forever)")
+    opt_out = raw.get("allow_shorter_than_ttl", False)
+    if not isinstance(opt_out, bool):
+        raise SpecError(f"archive.allow_shorter_than_ttl: {opt_out!r} must be true or false")
+    policy = ArchivePolicy(days, opt_out)
+    if policy.retention_s is not None and not opt_out:
+        longest = max((ns for ns in namespaces.values() if ns.ttl_s > 0), key=lambda ns: ns.ttl_s, default=None)
+        if longest is not None and longest.ttl_s > policy.retention_s:
+            need = -(-longest.ttl_s // 86_400)
+            raise SpecError(
+                f"archive.retention_days: {days} days is shorter than the TTL of namespace {longest.name!r} "
+                f"({longest.ttl_s} s = {longest.ttl_s / 86_400:g} days): a rebuild from the archive would drop "
+                f"the {longest.name} records older than {days} days that are still live. Set "
+                f"archive.retention_days >= {need}, or archive.allow_shorter_than_ttl: true to accept that loss")
+    return policy
 
 
 def _parse_mapping(topic: str, md: Mapping[str, Any], sources: Mapping[str, Source],

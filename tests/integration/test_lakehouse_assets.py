@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from dagster import AssetKey, AssetsDefinition, materialize
+from dagster import AssetKey, AssetsDefinition, HourlyPartitionsDefinition, materialize
 
 from rdg_platform.assets import maintenance as maint_assets
 from rdg_platform.assets import rebuild as rebuild_assets
@@ -49,6 +49,8 @@ PARTITION_KEY = HOUR.strftime("%Y-%m-%d-%H:00")
 PREFIX = f"lk{uuid.uuid4().hex[:6]}"
 ORDER = [("kafka_partition", "ascending"), ("kafka_offset", "ascending")]
 GARBAGE_TOPIC = "member.playback"  # gets one undecodable record in the hour
+# The test hours lie in 2020-2022, before any retention-based default start: partitions from 2020.
+PARTITIONS = HourlyPartitionsDefinition(start_date="2020-01-01-00:00", timezone="UTC")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def events() -> list[SourceEvent]:
 
 @pytest.fixture(scope="module")
 def archive_assets(cfg: Settings) -> list[AssetsDefinition]:
-    return build_archive_assets(archive_topics(cfg.load_spec()))
+    return build_archive_assets(archive_topics(cfg.load_spec()), PARTITIONS)
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +231,7 @@ def _checksums(spec: GraphSpec, cfg: Settings) -> dict[str, dict[str, tuple[int,
 
 def test_backfill_reproduces_live_graph(live: GraphSpec, iceberg: IcebergCatalogResource, cfg: Settings) -> None:
     ks = unique_keyspace("rdg_test_lk_bf")
-    backfill = build_backfill_asset(archive_topics(cfg.load_spec()))
+    backfill = build_backfill_asset(archive_topics(cfg.load_spec()), PARTITIONS)
     res = materialize([backfill], partition_key=PARTITION_KEY, resources=_resources(cfg, iceberg, ks))
     assert res.success
     spec = isolated_spec(ks, cfg)

@@ -14,12 +14,13 @@ from dagster import (
     AssetsDefinition,
     BackfillPolicy,
     Definitions,
+    HourlyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
     asset,
 )
 
-from rdg_platform.assets.archive import archive_asset_key, archive_partitions, archive_topics
+from rdg_platform.assets.archive import archive_asset_key, archive_partitions_def, archive_topics
 from rdg_platform.lakehouse.backfill import replay
 from rdg_platform.lakehouse.kafka_window import hour_window
 from rdg_platform.resources import (
@@ -35,12 +36,12 @@ from rdg_platform.settings import Settings
 BACKFILL_KEY = AssetKey(["graph", "backfill"])
 
 
-def build_backfill_asset(topics: Sequence[str]) -> AssetsDefinition:
-    """The backfill asset, downstream of the archive assets of ``topics``."""
+def build_backfill_asset(topics: Sequence[str], partitions_def: HourlyPartitionsDefinition) -> AssetsDefinition:
+    """The backfill asset, downstream of the archive assets of ``topics`` (and on their partitions)."""
     return asset(
         key=BACKFILL_KEY,
         group_name="backfill",
-        partitions_def=archive_partitions,
+        partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
         deps=[archive_asset_key(t) for t in topics],
         kinds={"iceberg", "cassandra"},
@@ -77,9 +78,9 @@ def graph_backfill(context: AssetExecutionContext, iceberg: IcebergCatalogResour
     })
 
 
-
 def defs(settings: Settings, resources: PlatformResources | None = None) -> Definitions:
     """The backfill domain: one asset replaying the archive of every source topic into the graph."""
     res = resources if resources is not None else platform_resources(settings)
-    return Definitions(assets=[build_backfill_asset(archive_topics(settings.load_spec()))],
+    spec = settings.load_spec()
+    return Definitions(assets=[build_backfill_asset(archive_topics(spec), archive_partitions_def(settings, spec))],
                        resources=res.select(ICEBERG, CASSANDRA))

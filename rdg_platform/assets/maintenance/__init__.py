@@ -31,7 +31,7 @@ from pydantic import Field
 from pyiceberg.exceptions import NoSuchNamespaceError
 from pyiceberg.table import Table
 
-from rdg_platform.assets.archive import archive_asset_key, archive_topics
+from rdg_platform.assets.archive import archive_asset_key, archive_topics, default_schedule_status
 from rdg_platform.kv.versions import active_namespace
 from rdg_platform.lakehouse import maintenance as m
 from rdg_platform.lakehouse.archive import SOURCE_TOPIC_PROPERTY
@@ -76,13 +76,16 @@ def iceberg_compact_files(context: AssetExecutionContext, iceberg: IcebergCatalo
 
 
 def iceberg_retention(context: AssetExecutionContext, iceberg: IcebergCatalogResource) -> MaterializeResult:
+    days = iceberg.retention_days
+    if days is None:
+        context.log.info("archive retention: forever (the spec's archive.retention_days is null); nothing dropped")
+        return MaterializeResult(metadata={"retention_days": "forever", "rows_dropped": MetadataValue.json({})})
     dropped = {}
     for topic, table in _tables(iceberg):
-        dropped[topic] = m.drop_older_than(table, timedelta(days=iceberg.retention_days))
+        dropped[topic] = m.drop_older_than(table, timedelta(days=days))
         if dropped[topic]:
-            context.log.info(f"{topic}: dropped {dropped[topic]} rows older than {iceberg.retention_days} days")
-    return MaterializeResult(metadata={"retention_days": iceberg.retention_days,
-                                       "rows_dropped": MetadataValue.json(dropped)})
+            context.log.info(f"{topic}: dropped {dropped[topic]} rows older than {days} days")
+    return MaterializeResult(metadata={"retention_days": days, "rows_dropped": MetadataValue.json(dropped)})
 
 
 def build_archive_maintenance(topics: Sequence[str]) -> list[AssetsDefinition]:
@@ -94,7 +97,8 @@ def build_archive_maintenance(topics: Sequence[str]) -> list[AssetsDefinition]:
               description="Rewrites every archive hour that has several small data files into one file "
                           "(one atomic overwrite per hour; the rows are unchanged).")(iceberg_compact_files),
         asset(key=AssetKey(["maintenance", "iceberg_retention"]), group_name=GROUP, deps=deps, kinds={"iceberg"},
-              description="Drops archive hours older than the catalog resource's retention_days.")(iceberg_retention),
+              description="Drops archive hours older than the archive retention (the spec's "
+                          "archive.retention_days).")(iceberg_retention),
     ]
 
 
@@ -210,6 +214,6 @@ def defs(settings: Settings, resources: PlatformResources | None = None) -> Defi
         asset_checks=[cassandra_ttl_tombstone_health],
         jobs=[job],
         schedules=[ScheduleDefinition(name="lakehouse_maintenance_daily", job=job, cron_schedule="30 3 * * *",
-                                      execution_timezone="UTC")],
+                                      execution_timezone="UTC", default_status=default_schedule_status(settings))],
         resources=res.select(ICEBERG, CASSANDRA),
     )

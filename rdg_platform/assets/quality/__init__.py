@@ -9,7 +9,7 @@ Archive tables (one check set per ``archive/<table>`` asset) and graph namespace
 
 from dagster import AssetSelection, Definitions, ScheduleDefinition, define_asset_job
 
-from rdg_platform.assets.archive import archive_asset_key, archive_topics
+from rdg_platform.assets.archive import archive_asset_key, archive_topics, default_schedule_status
 from rdg_platform.assets.quality.checks import QualityResource, build_quality_checks
 from rdg_platform.assets.quality.graph_keys import graph_keys
 from rdg_platform.resources import CASSANDRA, ICEBERG, PlatformResources, platform_resources
@@ -46,7 +46,7 @@ def defs(settings: Settings, resources: PlatformResources | None = None) -> Defi
               define_asset_job("graph_quality_job", selection=AssetSelection.checks(*graph_checks),
                                description="Run the Great Expectations suites of the graph namespaces.")],
         schedules=[ScheduleDefinition(name="quality_checks_schedule", job=all_job, cron_schedule="20 * * * *",
-                                      execution_timezone="UTC",
+                                      execution_timezone="UTC", default_status=default_schedule_status(settings),
                                       description="Hourly data quality run (GX suites as asset checks).")],
         resources={**res.select(ICEBERG, CASSANDRA), RESOURCE_KEY: quality_resource(settings)},
     )
