@@ -9,6 +9,7 @@ runs); if it cannot start, these tests fail, never skip.
 from __future__ import annotations
 
 import secrets
+import ssl
 import time
 from collections.abc import Callable, Iterator
 
@@ -60,7 +61,8 @@ def test_api_server_requires_the_admin_token(k8s_control_plane: K8sControlPlane)
     with plane.api_client() as authed:
         ready = authed.get("/readyz")
     assert ready.status_code == 200, ready.text
-    with httpx.Client(base_url=plane.server_url, verify=str(plane.ca_path), timeout=5.0) as anonymous:
+    verify = ssl.create_default_context(cafile=str(plane.ca_path))
+    with httpx.Client(base_url=plane.server_url, verify=verify, timeout=5.0) as anonymous:
         assert anonymous.get("/readyz").status_code == 401
         bad = anonymous.get("/readyz", headers={"Authorization": "Bearer not-the-token"})
         assert bad.status_code == 401
