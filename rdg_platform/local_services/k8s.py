@@ -257,16 +257,22 @@ class K8sControlPlane:
 
         The cold build compiles Kubernetes from source and takes minutes; it reports progress and
         writes its full output to a log under the cache directory. Concurrent callers wait for one
-        build instead of compiling twice.
+        build instead of compiling twice. A new build replaces the binaries of older pins (a few
+        hundred MB each); processes still running them keep working, as Linux keeps unlinked files.
         """
         self.bin_root.mkdir(parents=True, exist_ok=True)
         with _flock(self.bin_root / ".build.lock"):
-            kube_dir = self._kube_bin_dir()
-            if not (kube_dir / ".complete").is_file():
-                self._build_kube(kube_dir)
-            kwok_dir = self._kwok_bin_dir()
-            if not (kwok_dir / ".complete").is_file():
-                self._build_kwok(kwok_dir)
+            for target, build, prefix in (
+                (self._kube_bin_dir(), self._build_kube, "kube-"),
+                (self._kwok_bin_dir(), self._build_kwok, "kwok-"),
+            ):
+                if (target / ".complete").is_file():
+                    continue
+                build(target)
+                for stale in self.bin_root.glob(f"{prefix}*"):
+                    if stale.is_dir() and stale != target:
+                        shutil.rmtree(stale, ignore_errors=True)
+                        self.echo(f"removed binaries of older pins: {stale}")
         return self.binaries()
 
     def _require_go(self) -> Path:
