@@ -40,10 +40,13 @@ class PartitionRange:
     records: int = 0
     min_offset: int | None = None
     max_offset: int | None = None
+    low_watermark: int = 0  # the earliest offset Kafka still retains (log start offset) when the read began
+    high_watermark: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"partition": self.partition, "scan_start": self.start_offset, "scan_end": self.end_offset,
-                "records": self.records, "min_offset": self.min_offset, "max_offset": self.max_offset}
+                "records": self.records, "min_offset": self.min_offset, "max_offset": self.max_offset,
+                "low_watermark": self.low_watermark, "high_watermark": self.high_watermark}
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +150,11 @@ def read_window(bootstrap: str, topic: str, start_ms: int, end_ms: int, *, batch
         for tp in starts:
             if tp.error:
                 raise KafkaReadError(f"offsets_for_times failed for {topic}[{tp.partition}]: {tp.error}")
-            _low, high = c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout_s)
+            low, high = c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout_s)
             start = high if tp.offset < 0 or tp.offset == OFFSET_END else tp.offset
             end = min(ends.get(tp.partition, high), high)
-            res.ranges[tp.partition] = PartitionRange(tp.partition, start, max(start, end))
+            res.ranges[tp.partition] = PartitionRange(tp.partition, start, max(start, end),
+                                                      low_watermark=low, high_watermark=high)
             if end > start:
                 assign.append(TopicPartition(topic, tp.partition, start))
         if not assign:
