@@ -265,6 +265,29 @@ class KVStore:
         ps = self.prepare(t, "DELETE FROM {t} USING TIMESTAMP ? WHERE record_id = ? AND item_key = ?")
         self._run(session, [(ps, (ts, record_id, k)) for k in item_keys])
 
+    def delete_table_cells(self, t: Table, cells: Sequence[tuple[str, str]], event_time_ms: int) -> None:
+        """Delete ``(record_id, item_key)`` items of many records of one table, concurrently, all as of
+        ``event_time_ms`` (> 0: the timestamp is explicit, never "now"; writes with a later event
+        time survive, writes with an older or equal one are shadowed by the tombstone)."""
+        if event_time_ms <= 0:
+            raise ValueError(f"event_time_ms must be > 0, not {event_time_ms}")
+        ps = self.prepare(t, "DELETE FROM {t} USING TIMESTAMP ? WHERE record_id = ? AND item_key = ?")
+        self._run(self.session(t), [(ps, (event_time_ms * 1000, r, k)) for r, k in cells])
+
+    def item_keys(self, t: Table, record_id: str, page_size: int = MAX_PAGE) -> Iterator[str]:
+        """Every item key of one record of a resolved table, in key order, ``page_size`` at a time
+        (bounded single-partition reads continuing after the last key)."""
+        first = self.prepare(t, "SELECT item_key FROM {t} WHERE record_id = ? LIMIT ?")
+        nxt = self.prepare(t, "SELECT item_key FROM {t} WHERE record_id = ? AND item_key > ? LIMIT ?")
+        session = self.session(t)
+        rows = list(session.execute(first, (record_id, page_size)))
+        while rows:
+            for r in rows:
+                yield str(r[0])
+            if len(rows) < page_size:
+                return
+            rows = list(session.execute(nxt, (record_id, rows[-1][0], page_size)))
+
     def mutate(self, namespace: str, record_id: str, puts: Sequence[KVItem] = (),
                deletes: Sequence[str] = (), event_time_ms: int | None = None, ttl_s: int | None = None) -> None:
         """Apply puts and deletes to ONE record atomically (a single-partition unlogged batch, which
