@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
+from rdg_platform.cli.context import settings
+from rdg_platform.local_services.credentials import local_role_settings
 from rdg_platform.serving.client import GraphAPIError, GraphClient
-from rdg_platform.settings import load_settings
 
 query_app = typer.Typer(help="Query the graph through the HTTP query service (see `rdg serve`).",
                         no_args_is_help=True)
@@ -17,8 +18,12 @@ UrlOpt = Annotated[str | None, typer.Option("--url", help="Service base URL (def
 
 
 def _client(url: str | None) -> GraphClient:
-    """A client for ``url`` (default: the settings' API URL) with the settings' bearer token."""
-    api = load_settings().api
+    """A client for ``url`` (default: the settings' API URL) with the settings' bearer token
+    (``RDG_API_TOKEN``); without one, the local reader role's token (least privilege)."""
+    s = settings()
+    has_token = s.api.token is not None and s.api.token.get_secret_value() != ""
+    api = (s if has_token else local_role_settings(s.model_copy(update={"api": s.api.model_copy(
+        update={"token": None})}), "reader")).api
     token = api.token.get_secret_value() if api.token is not None else None
     return GraphClient(url or api.base_url, token)
 
@@ -66,6 +71,19 @@ def edges(edge_type: Annotated[str, typer.Argument(help="Edge type, e.g. logged_
                         "next_page_token": None})
             else:
                 _print(c.edges(edge_type, node_id, direction, limit, since, order, page_token))
+    except Exception as exc:
+        raise _fail(exc) from None
+
+
+@query_app.command("count")
+def count(edge_type: Annotated[str, typer.Argument(help="Edge type, e.g. started_watching")],
+          node_id: Annotated[str, typer.Argument(help="Node id")],
+          direction: Annotated[str, typer.Option(help="out or in")] = "out",
+          url: UrlOpt = None) -> None:
+    """Print a node's number of edges of one type as JSON ({"count", "exact"})."""
+    try:
+        with _client(url) as c:
+            _print(c.count(edge_type, node_id, direction))
     except Exception as exc:
         raise _fail(exc) from None
 

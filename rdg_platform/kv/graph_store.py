@@ -45,8 +45,10 @@ and sinks follow a Spark rebuild's switch-over with no restart and no downtime.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import logging
+import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -275,6 +277,35 @@ class GraphStore:
         self.kv.delete_table_items(fwd, src, [dst], event_time_ms)
         self.kv.delete_table_items(rev, dst, [src], event_time_ms)
 
+    def delete_node(self, node_type: str, node_id: str, event_time_ms: int) -> None:
+        """Delete a node's record (its properties) as of ``event_time_ms``, in the active version's
+        table: a partition tombstone, so no write with an older or equal event time is visible again."""
+        self.kv.delete_table_items(self.node_table(node_type), node_id, None, event_time_ms)
+
+    def delete_adjacency(self, edge_type: str, node_id: str, direction: Direction, event_time_ms: int,
+                         chunk: int = 1000) -> int:
+        """Delete every ``edge_type`` edge of ``node_id`` on one side (``out``: its out-edges, ``in``:
+        its in-edges) from both tables, as of ``event_time_ms``; returns how many edges were deleted.
+
+        The list on ``direction``'s side is read, each edge's mirror item on the other side deleted,
+        and only then the list itself (one partition tombstone), so an interrupted call leaves the
+        remaining edges discoverable and a rerun finishes the job; deleting again is harmless."""
+        near = self.edge_table(edge_type, direction)
+        far = self.edge_table(edge_type, "in" if direction == "out" else "out")
+        n = 0
+        batch: list[tuple[str, str]] = []
+        for other in self.kv.item_keys(near, node_id):
+            batch.append((other, node_id))
+            if len(batch) >= chunk:
+                self.kv.delete_table_cells(far, batch, event_time_ms)
+                n += len(batch)
+                batch = []
+        if batch:
+            self.kv.delete_table_cells(far, batch, event_time_ms)
+            n += len(batch)
+        self.kv.delete_table_items(near, node_id, None, event_time_ms)
+        return n
+
     # ------------------------------------------------------------------ plans
     def _replica_groups(self, t: Table, ids: Sequence[str], per_request: int) -> list[tuple[bytes | None, list[str]]]:
         """``ids`` as requests of at most ``per_request`` keys sharing a replica set (see
@@ -311,11 +342,14 @@ class GraphStore:
         return out
 
     def _adjacency_plan(self, edge_type: str, node_ids: Sequence[str], direction: Direction, limit: int,
-                        since_ms: int | None, order: Order, sort: bool = True) -> Plan:
+                        since_ms: int | None, order: Order, sort: bool = True,
+                        skipped: set[str] | None = None) -> Plan:
         """Edges of many nodes at once, read with multi-partition ``IN`` requests grouped by replica
         set: node id -> rows ``(neighbour id, updated_at, raw properties)``, the same edges as the
         first page of :meth:`edges` gives for that node. ``sort=False`` leaves a LATEST list that was
-        not cut to ``limit`` in key order (a traversal sorts the whole level once instead)."""
+        not cut to ``limit`` in key order (a traversal sorts the whole level once instead).
+        ``skipped`` (when given) collects the ids of nodes some of whose edges read were older
+        than ``since_ms`` and left out (a traversal reports them as cut by its lookback)."""
         _check_limit(limit)
         t = self.edge_table(edge_type, direction)
         uniq = list(dict.fromkeys(node_ids))
@@ -339,6 +373,8 @@ class GraphStore:
         for nid in uniq:
             cand = by_id.get(nid, [])
             kept = [c for c in cand if c[1] >= since] if since else cand
+            if skipped is not None and len(kept) < len(cand):
+                skipped.add(nid)
             if len(cand) >= page and (order == "latest" or len(kept) < limit):
                 again.append(nid)  # the list goes on past the page: read it exactly, on its own
                 continue
@@ -349,14 +385,16 @@ class GraphStore:
             out[nid] = kept
         if again:
             pages = yield from _parallel([self._rows_plan(edge_type, nid, direction, limit, since_ms, order,
-                                                          None, False) for nid in again])
+                                                          None, False, skipped) for nid in again])
             for nid, pg in zip(again, pages, strict=True):
                 out[nid] = pg.rows
         return {nid: out[nid] for nid in uniq}
 
     def _rows_plan(self, edge_type: str, node_id: str, direction: Direction, limit: int,
-                   since_ms: int | None, order: Order, after: EdgeCursor | None, want_cursor: bool = True) -> Plan:
-        """One page of ``node_id``'s adjacency list as a :class:`RowPage` (raw properties)."""
+                   since_ms: int | None, order: Order, after: EdgeCursor | None, want_cursor: bool = True,
+                   skipped: set[str] | None = None) -> Plan:
+        """One page of ``node_id``'s adjacency list as a :class:`RowPage` (raw properties);
+        ``skipped`` as in :meth:`_adjacency_plan`."""
         _check_limit(limit)
         t = self.edge_table(edge_type, direction)
         since = since_ms or 0
@@ -377,6 +415,8 @@ class GraphStore:
                         picked.append(row)
                         if len(picked) >= limit + extra:
                             break
+                    elif skipped is not None:
+                        skipped.add(node_id)
                 if len(picked) >= limit + extra or len(rows) < page:
                     break
                 cursor = rows[-1][0]
@@ -409,6 +449,8 @@ class GraphStore:
                 return c[1] < cur_ts or (c[1] == cur_ts and c[0] > cur_key)
 
             ok = [c for c in cand if c[1] >= since and after_cursor(c)]
+            if skipped is not None and since and any(c[1] < since for c in cand):
+                skipped.add(node_id)
             top = heapq.nsmallest(limit + extra, ok, key=lambda c: (-c[1], c[0]))
             missing = [k for k, _ in top if k not in full]
             if missing:
@@ -491,12 +533,108 @@ class GraphStore:
 
     async def aadjacency_rows(self, edge_type: str, node_ids: Sequence[str], direction: Direction = "out",
                               limit: int = 100, since_ms: int | None = None, order: Order = "latest",
-                              sort: bool = True) -> dict[str, list[AdjacencyRow]]:
+                              sort: bool = True, skipped: set[str] | None = None) -> dict[str, list[AdjacencyRow]]:
         """The edges :meth:`edges_many` reads, as rows ``(neighbour id, updated_at, raw properties)``
         (async, for the query service): a traversal keeps only some of a level's edges, so it
-        decodes only those. ``sort=False``: lists not cut to ``limit`` may be in key order."""
+        decodes only those. ``sort=False``: lists not cut to ``limit`` may be in key order;
+        ``skipped`` collects nodes with edges left out by ``since_ms``."""
         return await self._run_async(self._adjacency_plan(  # type: ignore[no-any-return]
-            edge_type, node_ids, direction, limit, since_ms, _check_order(order), sort))
+            edge_type, node_ids, direction, limit, since_ms, _check_order(order), sort, skipped))
+
+    # ------------------------------------------------------------------ degree
+    _COUNT_FIRST = "SELECT item_key FROM {t} WHERE record_id = ? LIMIT ?"
+    _COUNT_AFTER = "SELECT item_key FROM {t} WHERE record_id = ? AND item_key > ? LIMIT ?"
+    _LAST_KEY = "SELECT item_key FROM {t} WHERE record_id = ? ORDER BY item_key DESC LIMIT 1"
+
+    def _count_plan(self, edge_type: str, node_id: str, direction: Direction, bound: int,
+                    deadline: float | None) -> Plan:
+        """Count the live items of one adjacency list, reading at most ``bound`` keys (key-only
+        pages) and stopping at ``deadline`` (``time.monotonic()``); see :class:`EdgeCount`."""
+        if bound < 1:
+            raise ValueError(f"bound must be >= 1, not {bound}")
+        t = self.edge_table(edge_type, direction)
+        n = 0
+        first_key: str | None = None
+        last_seen: str | None = None
+        sample: list[str] = []
+        while True:
+            page = min(_KEY_PAGE, bound + 1 - n)
+            if last_seen is None:
+                rows = (yield [(t, self._COUNT_FIRST, (node_id, page))])[0]
+            else:
+                rows = (yield [(t, self._COUNT_AFTER, (node_id, last_seen, page))])[0]
+            if rows and first_key is None:
+                first_key = rows[0][0]
+            if len(sample) < 1000:  # the ids' alphabet, should an estimate be needed
+                sample.extend(r[0] for r in rows[:1000 - len(sample)])
+            n += len(rows)
+            if len(rows) < page:
+                return EdgeCount(n, True, n)  # reached the end of the list: every live item counted
+            last_seen = rows[-1][0]
+            if n > bound or (deadline is not None and time.monotonic() >= deadline):
+                break
+        last = (yield [(t, self._LAST_KEY, (node_id,))])[0]
+        assert first_key is not None and last_seen is not None
+        return EdgeCount(estimate_count(n, first_key, last_seen, last[0][0] if last else last_seen, sample),
+                         False, n)
+
+    def count_edges(self, edge_type: str, node_id: str, direction: Direction = "out", bound: int = 10_000,
+                    deadline: float | None = None) -> EdgeCount:
+        """How many ``edge_type`` edges ``node_id`` has on one side (see :class:`EdgeCount`)."""
+        return self._run_sync(self._count_plan(edge_type, node_id, direction, bound, deadline))  # type: ignore[no-any-return]
+
+    async def acount_edges(self, edge_type: str, node_id: str, direction: Direction = "out", bound: int = 10_000,
+                           deadline: float | None = None) -> EdgeCount:
+        """Async :meth:`count_edges` (the query service's Count API)."""
+        return await self._run_async(self._count_plan(  # type: ignore[no-any-return]
+            edge_type, node_id, direction, bound, deadline))
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeCount:
+    """A node's degree on one side. ``exact``: every live item of the adjacency list was counted
+    (a key-only read of the partition, so expired TTLs and deletions are not counted and an edge
+    written twice, one item, counts once). Otherwise the list had more than the bound's keys (or the
+    deadline came first) and ``count`` is an estimate: see :func:`estimate_count`. ``scanned`` is how
+    many keys were read."""
+
+    count: int
+    exact: bool
+    scanned: int
+
+
+def _key_position(key: str, skip: int, alphabet: str) -> float:
+    """Where ``key`` lies in the key space, as a fraction-like number: its characters after ``skip``
+    as digits in base ``len(alphabet)`` (a character's digit is its rank in the alphabet)."""
+    base = max(2, len(alphabet))
+    pos = 0.0
+    for i in range(8):
+        c = key[skip + i] if skip + i < len(key) else ""
+        digit = min(bisect.bisect_left(alphabet, c), base - 1) if c else 0
+        pos = pos * base + digit
+    return pos
+
+
+def estimate_count(scanned: int, first: str, nth: str, last: str, sample: Sequence[str] = ()) -> int:
+    """Estimate how many keys a sorted list holds from its first ``scanned`` keys (``first`` ..
+    ``nth``) and its ``last`` key, assuming keys spread evenly over the key space between ``first``
+    and ``last`` (true of random or hashed ids and of sequential numbers): ``scanned`` x the span
+    first..last / first..nth. Positions count in the alphabet the keys actually use past their
+    common prefix (from ``sample``, some of the keys read), so ids over a small alphabet (hex,
+    digits) are measured by their own digits rather than by byte values. Never below ``scanned`` (+1 when the list goes on
+    past ``nth``)."""
+    skip = 0
+    while skip < min(len(first), len(last)) and first[skip] == last[skip]:
+        skip += 1
+    used: set[str] = set()
+    for k in (first, nth, last, *sample):
+        used.update(k[skip:])
+    chars = "".join(sorted(used))
+    lo, mid, hi = (_key_position(k, skip, chars) for k in (first, nth, last))
+    floor = scanned + (1 if last > nth else 0)
+    if mid <= lo or hi <= mid:
+        return floor
+    return max(floor, round(scanned * (hi - lo) / (mid - lo)))
 
 
 def _newest_first(row: AdjacencyRow) -> tuple[int, str]:

@@ -1,8 +1,18 @@
 """The graph query HTTP service (FastAPI): nodes, adjacency lists and multi-hop traversals.
 
-Error contract: every bad request gets a 4xx with ``{"error": "..."}`` naming the problem — unknown
-types, bad ids, out-of-range limits, malformed JSON, invalid hops, foreign page tokens — and a
-Cassandra that is down or timing out is a 503 with the same shape, never a 500 or a stack trace.
+Error contract: every bad request gets a 4xx with ``{"error": "..."}`` naming the problem — no or a
+bad token (401, with ``WWW-Authenticate: Bearer``), a token without the route's scope (403), unknown
+types, bad ids, out-of-range limits, malformed JSON, invalid hops, forged or tampered page tokens —
+and a Cassandra that is down or timing out is a 503 with the same shape, never a 500 or a stack trace.
+A 405 carries ``Allow``. The OpenAPI document is exact: node and edge types are enums generated from
+the spec, every route lists every status it answers, ``/metrics`` is ``text/plain``.
+
+Security (:mod:`rdg_platform.serving.auth`): bearer tokens on every ``/v1/*`` route and on
+``/metrics`` (``read`` scope); ``/healthz``, ``/docs`` and ``/openapi.json`` are open. Page tokens are
+HMAC-signed (:class:`~rdg_platform.serving.shapes.PageTokens`). Each request has a budget of edges
+read and a deadline (``api.max_edges_per_request``, ``api.request_deadline_ms``); past either, the
+answer stops reading and says so (``truncated``/``truncated_by``). CORS is off unless
+``api.cors_origins`` names origins.
 
 Latency: responses are serialised with orjson straight into ``Response`` (no response-model
 re-validation), reads go through the driver's async API bridged into asyncio, and the first request
@@ -17,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
@@ -25,9 +35,11 @@ import orjson
 from cassandra import DriverException, OperationTimedOut, RequestExecutionException
 from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionException
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -35,11 +47,21 @@ from rdg_platform.gcpause import freeze_startup_heap
 from rdg_platform.kv.codec import decode_props
 from rdg_platform.kv.graph_store import GraphStore, UnknownTypeError
 from rdg_platform.model.spec import GraphSpec
-from rdg_platform.serving import shapes
+from rdg_platform.serving.auth import BearerAuthMiddleware, TokenVerifier, require_scope
+from rdg_platform.serving.erasures import erasure_router
 from rdg_platform.serving.metrics import Metrics
-from rdg_platform.serving.shapes import BadPageTokenError, edges_json, node_json, page_cursor, parse_order
+from rdg_platform.serving.shapes import (
+    START,
+    BadPageTokenError,
+    PageTokens,
+    edges_json,
+    list_context,
+    node_json,
+    parse_order,
+)
 from rdg_platform.serving.traversal import (
     ID_PATTERN,
+    Budget,
     RequestError,
     TraversalStats,
     TraverseRequest,
@@ -80,35 +102,111 @@ class EdgeBody(BaseModel):
     updated_at: int
 
 
+Reason = Literal["limit", "lookback", "budget", "deadline"]
+
+
 class EdgesBody(BaseModel):
     edges: list[EdgeBody]
     next_page_token: str | None
+    truncated: bool
+    truncated_by: list[Literal["budget", "deadline"]]
 
 
 class LevelBody(BaseModel):
     hop: int
     edges: list[EdgeBody]
+    truncated: bool
+    truncated_by: list[Reason]
     nodes: list[NodeBody] | None = None
+
+
+class CountBody(BaseModel):
+    count: int
+    exact: bool
 
 
 class TraverseBody(BaseModel):
     levels: list[LevelBody]
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Bad request (unknown type, bad hop, bad page token, malformed JSON)"},
-    404: {"model": ErrorBody, "description": "Not found"},
-    422: {"model": ErrorBody, "description": "Parameter or body out of range / wrong type"},
-    503: {"model": ErrorBody, "description": "Storage unavailable"},
+_STATUS: dict[int, str] = {
+    400: "Bad request (unknown type, hop chain that does not connect, forged or tampered page token, "
+         "malformed JSON)",
+    401: "No bearer token, or not a valid one (WWW-Authenticate: Bearer)",
+    403: "The token lacks the scope this route needs",
+    404: "Not found",
+    422: "Parameter or body out of range / wrong type",
+    503: "Storage unavailable",
 }
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error statuses (JSON ``{"error": ...}``); reused by other routers."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in statuses:
+        entry: dict[str, Any] = {"model": ErrorBody, "description": _STATUS[code]}
+        if code == 401:
+            entry["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"},
+                                                     "description": "Bearer"}}
+        out[code] = entry
+    return out
+
+
+AUTH_ERRORS = (401, 403)
+READ = [Depends(require_scope("read"))]
+COUNT_BOUND = 100_000  # keys a count reads at most (also bounded by the request's budget and deadline)
 
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def _err(status: int, msg: str) -> Response:
-    return _json({"error": msg}, status)
+def _err(status: int, msg: str, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps({"error": msg}), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+def api_settings(settings: Settings | None) -> Settings:
+    """The server's settings: ``settings`` (default :func:`load_settings`) with the local
+    credentials' token hashes and page-token key where it names none (``rdg serve``, demo, tests)."""
+    s = settings or load_settings()
+    if s.api.tokens is None or s.api.page_token_key is None:
+        from rdg_platform.local_services.credentials import local_api_settings
+
+        s = local_api_settings(s)
+    return s
+
+
+def _ref_error(code: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": _STATUS[code], "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    if code == 401:
+        out["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}}
+    return out
+
+
+def _with_type_enums(schema: dict[str, Any], spec: GraphSpec) -> dict[str, Any]:
+    """Node and edge types as enums from the spec, in path parameters and the traverse body; 401
+    and 403 documented on every route that needs a token (including routers added by others)."""
+    nodes, edges = sorted(spec.nodes), sorted(spec.edges)
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            if not isinstance(op, dict):
+                continue
+            if any("bearer" in sec for sec in op.get("security", [])):  # every route behind a token
+                for code in AUTH_ERRORS:
+                    op["responses"].setdefault(str(code), _ref_error(code))
+            for prm in op.get("parameters", []):
+                if prm.get("in") == "path" and prm.get("name") == "type":
+                    prm["schema"]["enum"] = nodes
+                elif prm.get("in") == "path" and prm.get("name") == "edge_type":
+                    prm["schema"]["enum"] = edges
+    comps = schema.get("components", {}).get("schemas", {})
+    if "NodeRef" in comps:
+        comps["NodeRef"]["properties"]["type"]["enum"] = nodes
+    if "Hop" in comps:
+        comps["Hop"]["properties"]["edge"]["enum"] = edges
+    return schema
 
 
 def _describe_validation(exc: RequestValidationError) -> tuple[int, str]:
@@ -153,18 +251,21 @@ class _StoreHolder:
 
 
 def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *,
-               settings: Settings | None = None, freeze_heap: bool | None = None) -> FastAPI:
+               settings: Settings | None = None, freeze_heap: bool | None = None,
+               auth: bool = True) -> FastAPI:
     """Build the app. Pass ``store`` to share one (tests, benchmarks); otherwise the app builds its
     own from ``settings`` (default: :func:`load_settings`) and ``spec`` (default: the settings'
-    spec), and closes it on shutdown.
+    spec), and closes it on shutdown. Tokens, the page-token key, the budget and CORS come from
+    ``settings.api`` (see :func:`api_settings`); ``auth=False`` serves without tokens, for the
+    benchmark's same-run comparison only.
 
     ``freeze_heap`` (default: when the app owns its store, i.e. it is the process's server, and
     ``RDG_API_GC_FREEZE`` allows it) moves every object alive at startup out of the cyclic GC's
     reach (``gc.freeze``); an app embedded in a process that keeps creating and dropping other
     objects (tests) should not."""
     owned = store is None
+    s = api_settings(settings)
     if store is None:
-        s = settings or load_settings()
         spec = spec or s.load_spec()
         store = GraphStore.from_spec(spec, s.cassandra)
         if freeze_heap is None:
@@ -187,10 +288,24 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
             if owned:
                 await asyncio.to_thread(gstore.close)
 
+    api = s.api
+    assert api.tokens is not None and api.page_token_key is not None  # filled by api_settings
+    verifier = TokenVerifier(api.tokens)
+    tokens = PageTokens(api.page_token_key.get_secret_value().encode())
+    max_edges, deadline_ms = api.max_edges_per_request, api.request_deadline_ms
+
     app = FastAPI(title="rdg graph query service", version="1", lifespan=lifespan,
-                  description="Nodes, adjacency lists and multi-hop traversals over the real-time graph.")
+                  description="Nodes, adjacency lists and multi-hop traversals over the real-time graph. "
+                              "Every /v1 route and /metrics need 'Authorization: Bearer <token>'.")
     app.state.metrics = metrics
     app.state.store = gstore
+    app.state.token_verifier = verifier
+    read = READ if auth else []
+    if auth:
+        app.add_middleware(BearerAuthMiddleware, verifier=verifier)
+    if api.cors_origins:  # outermost, so preflight requests are answered before authentication
+        app.add_middleware(CORSMiddleware, allow_origins=list(api.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
@@ -199,7 +314,7 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        return _err(exc.status_code, str(exc.detail))
+        return _err(exc.status_code, str(exc.detail), exc.headers)  # keeps Allow (405), WWW-Authenticate
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:  # last resort: still JSON
@@ -223,7 +338,8 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
         metrics.requests.labels(endpoint, str(resp.status_code)).inc()
         return resp
 
-    @app.get("/v1/nodes/{type}/{id:path}", response_model=NodeBody, responses=ERRORS, summary="Get a node")
+    @app.get("/v1/nodes/{type}/{id:path}", response_model=NodeBody, responses=responses(400, 401, 403, 404, 422, 503),
+             summary="Get a node", dependencies=read)
     async def get_node(type: TypePath, id: IdPath) -> Response:
         async def run() -> Response:
             t0 = time.perf_counter()
@@ -239,8 +355,32 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
             return _json(node_json(node))
         return await guarded("node", run)
 
-    @app.get("/v1/edges/{edge_type}/{id:path}", response_model=EdgesBody, responses=ERRORS,
-             summary="List a node's out- or in-edges of one type")
+    # Before the edge list's route: its {id:path} would swallow the "/count".
+    @app.get("/v1/edges/{edge_type}/{id:path}/count", response_model=CountBody,
+             responses=responses(400, 401, 403, 422, 503), dependencies=read,
+             summary="Count a node's out- or in-edges of one type",
+             description="Exact (a count of the list's live items: expired and deleted edges are not "
+                         "counted, an edge written twice counts once) up to the request's edge budget; "
+                         "past it, or past the deadline, an estimate with exact=false.")
+    async def count_edges(
+        edge_type: TypePath,
+        id: IdPath,
+        direction: Annotated[Dir, Query(description="out or in")] = "out",
+    ) -> Response:
+        async def run() -> Response:
+            if edge_type not in spec.edges:
+                raise RequestError(f"unknown edge type {edge_type!r} (known: {sorted(spec.edges)})")
+            d: Literal["out", "in"] = "out" if direction.lower() == "out" else "in"
+            budget = Budget.of(max_edges, deadline_ms)
+            s = await holder.get()
+            t1 = time.perf_counter()
+            c = await s.acount_edges(edge_type, id, d, min(COUNT_BOUND, max_edges), budget.deadline)
+            metrics.observe("count", "storage", time.perf_counter() - t1)
+            return _json({"count": c.count, "exact": c.exact})
+        return await guarded("count", run)
+
+    @app.get("/v1/edges/{edge_type}/{id:path}", response_model=EdgesBody, responses=responses(400, 401, 403, 422, 503),
+             summary="List a node's out- or in-edges of one type", dependencies=read)
     async def get_edges(
         edge_type: TypePath,
         id: IdPath,
@@ -256,17 +396,33 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
                 raise RequestError(f"unknown edge type {edge_type!r} (known: {sorted(spec.edges)})")
             d: Literal["out", "in"] = "out" if direction.lower() == "out" else "in"
             o = parse_order(order)
-            after = page_cursor(page_token, o)
+            ctx = list_context(edge_type, id, d)
+            after = tokens.page_cursor(page_token, o, ctx)
+            budget = Budget.of(max_edges, deadline_ms)
             metrics.observe("edges", "validate", time.perf_counter() - t0)
             s = await holder.get()
             t1 = time.perf_counter()
-            page = await s.aedge_rows(edge_type, id, d, limit, since, o, after)
+            size = min(limit, budget.edges_left)  # the budget cuts the page; the token continues it
+            try:
+                async with asyncio.timeout(budget.timeout_s()):
+                    page = await s.aedge_rows(edge_type, id, d, size, since, o, after)
+            except TimeoutError:  # nothing read in time: the same page again, from the same place
+                return _json({"edges": [], "next_page_token": tokens.page_token(after or START[o], o, ctx),
+                              "truncated": True, "truncated_by": ["deadline"]})
             metrics.observe("edges", "storage", time.perf_counter() - t1)
+            cut = size < limit and page.next_cursor is not None
             return _json({"edges": edges_json(edge_type, id, d, page.rows, decode_props),
-                          "next_page_token": shapes.page_token(page.next_cursor, o)})
+                          "next_page_token": tokens.page_token(page.next_cursor, o, ctx),
+                          "truncated": cut, "truncated_by": ["budget"] if cut else []})
         return await guarded("edges", run)
 
-    @app.post("/v1/traverse", response_model=TraverseBody, responses=ERRORS, summary="Multi-hop traversal")
+    @app.post("/v1/traverse", response_model=TraverseBody, responses=responses(400, 401, 403, 422, 503),
+              summary="Multi-hop traversal", dependencies=read,
+              description="Each level says whether it is complete: truncated_by lists limit (more edges "
+                          "than the hop's limit), lookback (older edges skipped), budget / deadline (the "
+                          "request ran out of edges to read or time; later levels are empty). A hop chain "
+                          "that does not connect (an edge starting from another node type than the "
+                          "previous hop reached) is a 400.")
     async def post_traverse(req: TraverseRequest) -> Response:
         async def run() -> Response:
             t0 = time.perf_counter()
@@ -274,7 +430,8 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
             metrics.observe("traverse", "validate", time.perf_counter() - t0)
             s = await holder.get()
             stats = TraversalStats()
-            body = await traverse(s, req.start.id, hops, req.include_nodes, stats)
+            body = await traverse(s, req.start.id, hops, req.include_nodes, stats,
+                                  Budget.of(max_edges, deadline_ms))
             metrics.observe("traverse", "storage", stats.storage_s)
             if req.include_nodes:
                 metrics.observe("traverse", "enrich", stats.enrich_s)
@@ -282,7 +439,8 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
             return _json(body)
         return await guarded("traverse", run)
 
-    @app.get("/healthz", summary="Liveness and storage reachability")
+    @app.get("/healthz", summary="Liveness and storage reachability (open: no token)",
+             responses={503: {"description": "Storage unreachable", "content": {"application/json": {}}}})
     async def healthz() -> Response:
         try:
             s = await holder.get()
@@ -291,8 +449,21 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
             return _json({"status": "degraded", "storage": f"unavailable: {type(exc).__name__}"}, 503)
         return _json({"status": "ok", "storage": "ok"})
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics (read scope)", response_class=PlainTextResponse,
+             dependencies=read, responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                                                 "description": "Prometheus text exposition format"},
+                                           **responses(*AUTH_ERRORS)})
     async def prom() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
+    app.include_router(erasure_router(gstore, s))  # admin routes: POST /v1/erasures, GET /v1/erasures/{id}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _with_type_enums(
+                get_openapi(title=app.title, version=app.version, description=app.description,
+                            routes=app.routes), spec)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

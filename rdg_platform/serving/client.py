@@ -70,6 +70,11 @@ class GraphClient:
             params["page_token"] = page_token
         return self._check(self._http.get(f"/v1/edges/{_seg(edge_type)}/{_seg(node_id)}", params=params))  # type: ignore[no-any-return]
 
+    def count(self, edge_type: str, node_id: str, direction: str = "out") -> dict[str, Any]:
+        """A node's degree: ``{"count": n, "exact": bool}``."""
+        return self._check(self._http.get(f"/v1/edges/{_seg(edge_type)}/{_seg(node_id)}/count",  # type: ignore[no-any-return]
+                                          params={"direction": direction}))
+
     def iter_edges(self, edge_type: str, node_id: str, direction: str = "out", page_size: int = 1000,
                    since_ms: int | None = None, order: str = "any") -> Iterator[dict[str, Any]]:
         """Every edge, following page tokens."""

@@ -27,7 +27,7 @@ class Metrics:
         self.storage_reads = Counter("rdg_api_storage_reads", "Single-partition reads issued",
                                      ["endpoint"], registry=self.registry)
         # Pre-create the children so every stage shows up in /metrics from the first scrape.
-        for ep in ("node", "edges", "traverse"):
+        for ep in ("node", "edges", "count", "traverse"):
             for st in STAGES:
                 self.stage.labels(ep, st)
 

@@ -5,15 +5,17 @@ The store (:mod:`rdg_platform.kv.graph_store`) speaks in typed values (``Node``,
 ``{"type","id","properties","updated_at"}`` for a node and ``{"type","src","dst","properties",
 "updated_at"}`` for an edge, with ``src``/``dst`` set by the direction the list was read in.
 
-A page token is the cursor, base64url-encoded JSON, tagged with the order it was issued for (``o``) so
-a token of one order (or a foreign string) is rejected with a readable 400 instead of silently
-returning the wrong page.
+A page token is the cursor, base64url-encoded JSON tagged with the order it was issued for (``o``),
+signed with HMAC (:class:`PageTokens`) over the list it pages through, so a forged, tampered or
+foreign token is rejected with a readable 400 instead of being read.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -47,47 +49,81 @@ def edges_json(edge_type: str, node_id: str, direction: Direction, rows: Sequenc
             for k, u, p in rows]
 
 
-def encode_token(payload: Mapping[str, Any]) -> str:
-    raw = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+class PageTokens:
+    """Issues and checks page tokens, signed with HMAC-SHA256 under ``key``.
+
+    A token is ``<payload>.<mac>``: the cursor (base64url JSON, tagged with its order ``o``) and the
+    first 16 bytes of HMAC-SHA256(key, context + payload), where the context is the list the token
+    pages through (edge type, node id, direction). A token that was forged, altered, or issued for
+    another list fails the MAC check (compared in constant time) and is a 400; the cursor itself is
+    still plain data, so it is read only after its MAC holds."""
+
+    MAC_BYTES = 16
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("the page-token key must be at least 16 bytes")
+        self._key = key
+
+    def _mac(self, context: str, payload: str) -> str:
+        digest = hmac.new(self._key, f"{context}\n{payload}".encode(), hashlib.sha256).digest()
+        return _b64(digest[:self.MAC_BYTES])
+
+    def encode(self, payload: Mapping[str, Any], context: str) -> str:
+        body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+        return f"{body}.{self._mac(context, body)}"
+
+    def decode(self, token: str, expect_kind: str, context: str) -> dict[str, Any]:
+        """The payload of a token this service issued for ``context``; ``expect_kind`` guards against
+        reuse across orders. Raises :class:`BadPageTokenError` with a readable reason."""
+        body, dot, mac = token.partition(".")
+        if not dot or not hmac.compare_digest(mac.encode(), self._mac(context, body).encode()):
+            raise BadPageTokenError("page_token is not a token issued by this service for this list "
+                                    "(bad signature)")
+        try:
+            payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except (binascii.Error, ValueError, UnicodeDecodeError):  # pragma: no cover - signed by us
+            raise BadPageTokenError("page_token is not a token issued by this service") from None
+        if not isinstance(payload, dict) or payload.get("o") != expect_kind:
+            raise BadPageTokenError(f"page_token was not issued for order={expect_kind}")
+        return payload
+
+    def page_token(self, cursor: EdgeCursor | None, order: Order, context: str) -> str | None:
+        """The token a client sends back to get the page after ``cursor`` (None: no more pages)."""
+        if cursor is None:
+            return None
+        if order == "any":
+            return self.encode({"o": "any", "k": cursor.key}, context)
+        return self.encode({"o": "latest", "t": cursor.updated_at, "k": cursor.key}, context)
+
+    def page_cursor(self, token: str | None, order: Order, context: str) -> EdgeCursor | None:
+        """The cursor a client's ``page_token`` stands for (None for no token)."""
+        if not token:
+            return None
+        payload = self.decode(token, order, context)
+        key = payload.get("k")
+        if not isinstance(key, str):
+            raise BadPageTokenError("page_token is not a token issued by this service")
+        if order == "any":
+            return EdgeCursor(key)
+        ts = payload.get("t")
+        if not isinstance(ts, int) or isinstance(ts, bool):
+            raise BadPageTokenError("page_token is not a token issued by this service")
+        return EdgeCursor(key, ts)
+
+
+def list_context(edge_type: str, node_id: str, direction: Direction) -> str:
+    """What a page token is bound to: one adjacency list."""
+    return json.dumps([edge_type, node_id, direction])
+
+
+# Where a list starts, as a cursor (item keys are never empty; no event time reaches 2**62): the
+# token of a first page cut before anything was read.
+START = {"any": EdgeCursor(""), "latest": EdgeCursor("", 2**62)}
+
+
+def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_token(token: str, expect_kind: str) -> dict[str, Any]:
-    """Decode a token produced by :func:`encode_token`; ``expect_kind`` guards against token reuse
-    across different orders/APIs. Raises :class:`BadPageTokenError` with a readable reason."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        payload = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise BadPageTokenError("page_token is not a token issued by this service") from None
-    if not isinstance(payload, dict) or payload.get("o") != expect_kind:
-        raise BadPageTokenError(f"page_token was not issued for order={expect_kind}")
-    return payload
-
-
-def page_token(cursor: EdgeCursor | None, order: Order) -> str | None:
-    """The token a client sends back to get the page after ``cursor`` (None: no more pages)."""
-    if cursor is None:
-        return None
-    if order == "any":
-        return encode_token({"o": "any", "k": cursor.key})
-    return encode_token({"o": "latest", "t": cursor.updated_at, "k": cursor.key})
-
-
-def page_cursor(token: str | None, order: Order) -> EdgeCursor | None:
-    """The cursor a client's ``page_token`` stands for (None for no token)."""
-    if not token:
-        return None
-    payload = decode_token(token, order)
-    key = payload.get("k")
-    if not isinstance(key, str):
-        raise BadPageTokenError("page_token is not a token issued by this service")
-    if order == "any":
-        return EdgeCursor(key)
-    ts = payload.get("t")
-    if not isinstance(ts, int) or isinstance(ts, bool):
-        raise BadPageTokenError("page_token is not a token issued by this service")
-    return EdgeCursor(key, ts)
 
 
 def parse_order(order: str) -> Order:

@@ -17,6 +17,15 @@ from tests.support.kv import isolated_spec, unique_keyspace
 from tests.support.serving import free_port, serve_in_thread
 
 pytestmark = pytest.mark.integration
+# Every request of this module carries the session's admin token (set by the autouse fixture); the
+# refusals without one are test_api_auth's.
+api = httpx.Client(timeout=30)
+
+
+@pytest.fixture(autouse=True)
+def _token(cfg: Settings) -> None:
+    assert cfg.api.token is not None
+    api.headers["Authorization"] = f"Bearer {cfg.api.token.get_secret_value()}"
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +43,8 @@ def seeded(services: object, cfg: Settings) -> Iterator[GraphStore]:
 
 
 @pytest.fixture(scope="module")
-def url(seeded: GraphStore) -> Iterator[str]:
-    with serve_in_thread(create_app(seeded.spec, store=seeded)) as base:
+def url(seeded: GraphStore, cfg: Settings) -> Iterator[str]:
+    with serve_in_thread(create_app(seeded.spec, store=seeded, settings=cfg)) as base:
         yield base
 
 
@@ -43,8 +52,8 @@ def test_app_built_from_settings_owns_its_store(seeded: GraphStore, cfg: Setting
     """The entry-point path: the app builds its own store from the settings (and closes it)."""
     spec: GraphSpec = seeded.spec
     with serve_in_thread(create_app(spec, settings=cfg, freeze_heap=False)) as base:
-        assert httpx.get(f"{base}/healthz").json() == {"status": "ok", "storage": "ok"}
-        r = httpx.get(f"{base}/v1/nodes/account/a1")
+        assert api.get(f"{base}/healthz").json() == {"status": "ok", "storage": "ok"}
+        r = api.get(f"{base}/v1/nodes/account/a1")
         assert r.status_code == 200 and r.json() == {"type": "account", "id": "a1", "properties": {"plan": "p"},
                                                      "updated_at": 1}
 
@@ -54,21 +63,22 @@ ODD_IDS = ["acc/1", "a/b/c", "q?x=1", "100%", "sp ace", "h#sh", "ünï", "/lead"
 
 
 @pytest.mark.parametrize("node_id", ODD_IDS)
-def test_ids_with_url_characters_are_served(url: str, node_id: str) -> None:
+def test_ids_with_url_characters_are_served(url: str, node_id: str, cfg: Settings) -> None:
     from urllib.parse import quote
 
     from rdg_platform.serving.client import GraphClient
 
     seg = quote(node_id, safe="")
-    r = httpx.get(f"{url}/v1/nodes/account/{seg}")
+    r = api.get(f"{url}/v1/nodes/account/{seg}")
     assert r.status_code == 200, r.text
     assert r.json()["id"] == node_id and r.json()["properties"] == {"plan": node_id}
-    r = httpx.get(f"{url}/v1/edges/logged_in_from/{seg}")
+    r = api.get(f"{url}/v1/edges/logged_in_from/{seg}")
     assert r.status_code == 200, r.text
     assert [(e["src"], e["dst"]) for e in r.json()["edges"]] == [(node_id, "d/0")]
-    r = httpx.get(f"{url}/v1/edges/logged_in_from/d%2F0", params={"direction": "in", "limit": 1000})
+    r = api.get(f"{url}/v1/edges/logged_in_from/d%2F0", params={"direction": "in", "limit": 1000})
     assert node_id in {e["src"] for e in r.json()["edges"]}
-    with GraphClient(url) as client:
+    assert cfg.api.token is not None
+    with GraphClient(url, cfg.api.token.get_secret_value()) as client:
         node = client.node("account", node_id)
         assert node is not None and node["id"] == node_id
 
@@ -97,13 +107,15 @@ GET_CASES = [
     ("/v1/edges/logged_in_from/a1?since=-5", 422, ("since",)),
     ("/v1/edges/logged_in_from/a1?since=yesterday", 422, ("since",)),
     ("/v1/edges/logged_in_from/a1?page_token=not-a-token", 400, ("page_token",)),
+    ("/v1/edges/teleported_to/a1/count", 400, ("unknown edge type", "teleported_to")),
+    ("/v1/edges/logged_in_from/a1/count?direction=up", 422, ("direction",)),
     ("/v1/nowhere", 404, ("Not Found",)),
 ]
 
 
 @pytest.mark.parametrize(("path", "status", "words"), GET_CASES, ids=[c[0][:50] for c in GET_CASES])
 def test_get_errors(url: str, path: str, status: int, words: tuple[str, ...]) -> None:
-    expect(httpx.get(url + path), status, *words)
+    expect(api.get(url + path), status, *words)
 
 
 def test_pages_follow_their_tokens(url: str) -> None:
@@ -114,7 +126,8 @@ def test_pages_follow_their_tokens(url: str) -> None:
             params: dict[str, Any] = {"limit": 1, "order": order}
             if token:
                 params["page_token"] = token
-            body = httpx.get(f"{url}/v1/edges/logged_in_from/a1", params=params).json()
+            body = api.get(f"{url}/v1/edges/logged_in_from/a1", params=params).json()
+            assert body["truncated"] is False and body["truncated_by"] == []
             seen += [e["dst"] for e in body["edges"]]
             token = body["next_page_token"]
             if token is None:
@@ -123,15 +136,17 @@ def test_pages_follow_their_tokens(url: str) -> None:
 
 
 def test_page_token_of_other_order_is_rejected(url: str) -> None:
-    r = httpx.get(f"{url}/v1/edges/logged_in_from/a1", params={"limit": 1, "order": "latest"})
+    r = api.get(f"{url}/v1/edges/logged_in_from/a1", params={"limit": 1, "order": "latest"})
     token = r.json()["next_page_token"]
     assert token
-    expect(httpx.get(f"{url}/v1/edges/logged_in_from/a1", params={"order": "any", "page_token": token}),
+    expect(api.get(f"{url}/v1/edges/logged_in_from/a1", params={"order": "any", "page_token": token}),
            400, "order=any")
 
 
 def test_wrong_method(url: str) -> None:
-    expect(httpx.delete(f"{url}/v1/nodes/account/a1"), 405)
+    r = api.delete(f"{url}/v1/nodes/account/a1")
+    expect(r, 405)
+    assert r.headers["allow"] == "GET"
 
 
 H = {"edge": "logged_in_from"}
@@ -164,33 +179,35 @@ POST_CASES: list[tuple[str, Any, int, tuple[str, ...]]] = [
 @pytest.mark.parametrize(("name", "body", "status", "words"), POST_CASES, ids=[c[0] for c in POST_CASES])
 def test_traverse_errors(url: str, name: str, body: Any, status: int, words: tuple[str, ...]) -> None:
     if isinstance(body, bytes):
-        r = httpx.post(f"{url}/v1/traverse", content=body, headers={"content-type": "application/json"})
+        r = api.post(f"{url}/v1/traverse", content=body, headers={"content-type": "application/json"})
     else:
-        r = httpx.post(f"{url}/v1/traverse", json=body)
+        r = api.post(f"{url}/v1/traverse", json=body)
     expect(r, status, *words)
 
 
 def test_openapi_metrics_and_health(url: str) -> None:
-    httpx.get(f"{url}/v1/nodes/account/a1").raise_for_status()
-    httpx.post(f"{url}/v1/traverse", json={"start": START, "hops": [H], "include_nodes": True}).raise_for_status()
-    api = httpx.get(f"{url}/openapi.json").json()
-    assert {"/v1/nodes/{type}/{id}", "/v1/edges/{edge_type}/{id}", "/v1/traverse"} <= set(api["paths"])
-    text = httpx.get(f"{url}/metrics").text
+    api.get(f"{url}/v1/nodes/account/a1").raise_for_status()
+    api.post(f"{url}/v1/traverse", json={"start": START, "hops": [H], "include_nodes": True}).raise_for_status()
+    doc = api.get(f"{url}/openapi.json").json()
+    assert {"/v1/nodes/{type}/{id}", "/v1/edges/{edge_type}/{id}", "/v1/traverse"} <= set(doc["paths"])
+    r = api.get(f"{url}/metrics")
+    assert r.headers["content-type"].startswith("text/plain")
+    text = r.text
     for stage in ("validate", "storage", "enrich", "total"):
         assert f'rdg_api_stage_seconds_bucket{{endpoint="traverse",le="0.005",stage="{stage}"}}' in text
     assert 'rdg_api_requests_total{endpoint="node",status="200"}' in text
-    assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "storage": "ok"}
+    assert api.get(f"{url}/healthz").json() == {"status": "ok", "storage": "ok"}
 
 
 def test_cassandra_down_is_503(cfg: Settings) -> None:
     """A namespace whose cluster is unreachable answers 503 JSON (the real driver, a closed port)."""
     dead = cfg.model_copy(update={"cassandra": cfg.cassandra.model_copy(update={"port": free_port()})})
     spec = isolated_spec("rdg_test_down", dead)
-    app = create_app(spec, store=GraphStore.from_spec(spec, dead.cassandra, connect_timeout_s=1.0))
+    app = create_app(spec, store=GraphStore.from_spec(spec, dead.cassandra, connect_timeout_s=1.0), settings=cfg)
     with serve_in_thread(app) as base:
-        expect(httpx.get(f"{base}/v1/nodes/account/a1", timeout=30), 503, "storage unavailable")
-        expect(httpx.get(f"{base}/v1/edges/logged_in_from/a1", timeout=30), 503, "storage unavailable")
-        expect(httpx.post(f"{base}/v1/traverse", json={"start": START, "hops": [H]}, timeout=30), 503,
+        expect(api.get(f"{base}/v1/nodes/account/a1", timeout=30), 503, "storage unavailable")
+        expect(api.get(f"{base}/v1/edges/logged_in_from/a1", timeout=30), 503, "storage unavailable")
+        expect(api.post(f"{base}/v1/traverse", json={"start": START, "hops": [H]}, timeout=30), 503,
                "storage unavailable")
-        expect(httpx.get(f"{base}/v1/nodes/alien/a1", timeout=30), 400, "alien")  # validation first
-        assert httpx.get(f"{base}/healthz", timeout=30).status_code == 503
+        expect(api.get(f"{base}/v1/nodes/alien/a1", timeout=30), 400, "alien")  # validation first
+        assert api.get(f"{base}/healthz", timeout=30).status_code == 503

@@ -12,14 +12,16 @@ from rdg_platform.kv import GraphStore
 from rdg_platform.model import default_spec
 from rdg_platform.serving.app import create_app
 from rdg_platform.serving.traversal import Hop, NodeRef, RequestError, TraverseRequest, parse_lookback, plan
+from tests.unit.test_serving_auth import ADMIN, AUTH_SETTINGS
 
 
 def test_parse_lookback() -> None:
     assert parse_lookback("100d") == 100 * 86_400_000
     assert parse_lookback("12h") == 12 * 3_600_000
     assert parse_lookback("30m") == 1_800_000 and parse_lookback("45s") == 45_000
-    assert parse_lookback("500ms") == 500 and parse_lookback(" 7 ") == 7 and parse_lookback(1000) == 1000
-    for bad in ("", "soon", "1w", "-1d", 0, -5, "99999d", True):
+    assert parse_lookback("500ms") == 500 and parse_lookback("7") == 7 and parse_lookback(1000) == 1000
+    assert parse_lookback("3650d") == 3650 * 86_400_000
+    for bad in ("", "soon", "1w", "-1d", 0, -5, "99999d", "3651d", "007d", " 7 ", True):
         with pytest.raises(ValueError):
             parse_lookback(bad)  # type: ignore[arg-type]
 
@@ -50,8 +52,9 @@ def test_parse_hop_cli_syntax() -> None:
 
 def test_validation_errors_are_json_without_storage() -> None:
     spec = default_spec()
-    app = create_app(spec, store=GraphStore.from_spec(spec))  # never connects: all requests are invalid
-    with TestClient(app, raise_server_exceptions=False) as c:
+    # never connects: all requests are invalid
+    app = create_app(spec, store=GraphStore.from_spec(spec), settings=AUTH_SETTINGS)
+    with TestClient(app, raise_server_exceptions=False, headers=ADMIN) as c:
         r = c.post("/v1/traverse", content=b"{nope", headers={"content-type": "application/json"})
         assert r.status_code == 400 and "malformed JSON" in r.json()["error"]
         r = c.post("/v1/traverse", json={"start": {"type": "account", "id": "a"}, "hops": [{"edge": "x"}] * 5})
@@ -69,10 +72,10 @@ def test_server_freezes_its_startup_heap_only_when_asked() -> None:
 
     spec = default_spec()
     gc.unfreeze()
-    with TestClient(create_app(spec, store=GraphStore.from_spec(spec))):
+    with TestClient(create_app(spec, store=GraphStore.from_spec(spec), settings=AUTH_SETTINGS)):
         assert gc.get_freeze_count() == 0  # embedded (a store was passed): the default leaves the GC alone
     try:
-        with TestClient(create_app(spec, store=GraphStore.from_spec(spec), freeze_heap=True)):
+        with TestClient(create_app(spec, store=GraphStore.from_spec(spec), settings=AUTH_SETTINGS, freeze_heap=True)):
             assert gc.get_freeze_count() > 10_000
     finally:
         gc.unfreeze()
@@ -94,23 +97,33 @@ def test_group_by_replicas_keeps_keys_of_one_replica_set_together() -> None:
         assert len({tuple(sorted(replicas(i.encode()))) for i in g}) == 1
 
 
-def test_page_tokens_are_opaque_and_checked() -> None:
-    from rdg_platform.kv import EdgeCursor
-    from rdg_platform.serving.shapes import BadPageTokenError, decode_token, page_cursor, page_token
+def test_page_tokens_are_signed_and_checked() -> None:
+    import base64
 
+    from rdg_platform.kv import EdgeCursor
+    from rdg_platform.serving.shapes import BadPageTokenError, PageTokens, list_context
+
+    tokens = PageTokens(b"k" * 32)
+    ctx = list_context("plays", "p1", "out")
     for order, cursor in (("any", EdgeCursor("dev/1 é")), ("latest", EdgeCursor("dev/1 é", 1_700_000_000_123))):
-        tok = page_token(cursor, order)  # type: ignore[arg-type]
-        assert tok is not None and page_cursor(tok, order) == cursor  # type: ignore[arg-type]
-    assert page_token(None, "any") is None and page_cursor(None, "any") is None and page_cursor("", "latest") is None
-    tok = page_token(EdgeCursor("k"), "any")
+        tok = tokens.page_token(cursor, order, ctx)  # type: ignore[arg-type]
+        assert tok is not None and tokens.page_cursor(tok, order, ctx) == cursor  # type: ignore[arg-type]
+    assert tokens.page_token(None, "any", ctx) is None and tokens.page_cursor(None, "any", ctx) is None
+    assert tokens.page_cursor("", "latest", ctx) is None
+    tok = tokens.page_token(EdgeCursor("k"), "any", ctx)
     assert tok is not None
     with pytest.raises(BadPageTokenError, match="order=latest"):
-        page_cursor(tok, "latest")
-    for bad in ("!!!", "eyJ4IjoxfQ", "bnVsbA", "eyJvIjoibGF0ZXN0IiwiayI6MX0"):
+        tokens.page_cursor(tok, "latest", ctx)
+    with pytest.raises(BadPageTokenError, match="signature"):  # another list's token
+        tokens.page_cursor(tok, "any", list_context("plays", "p2", "out"))
+    with pytest.raises(BadPageTokenError, match="signature"):  # another key's token
+        PageTokens(b"x" * 32).page_cursor(tok, "any", ctx)
+    body, _, mac = tok.partition(".")
+    forged = base64.urlsafe_b64encode(b'{"k":"zzz","o":"any"}').decode().rstrip("=")
+    for bad in ("!!!", "eyJ4IjoxfQ", f"{forged}.{mac}", f"{body}.{mac[:-1]}A" if mac[-1] != "A" else f"{body}.{mac[:-1]}B",
+                f"{body}x.{mac}", body):
         with pytest.raises(BadPageTokenError):
-            page_cursor(bad, "latest")
-    with pytest.raises(BadPageTokenError):
-        decode_token("", "any")
+            tokens.page_cursor(bad, "any", ctx)
 
 
 def test_client_sends_the_bearer_token_it_is_given() -> None:
