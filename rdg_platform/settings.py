@@ -218,6 +218,21 @@ class DagsterSettings(_Section):
 
     bind_host: str = Field("127.0.0.1", description="webserver listen address")
     port: int = Field(3000, ge=1, le=65535, description="webserver port")
+    schedules_running: bool = Field(
+        True, description="the schedules and sensors of normal operation (archive, quality, maintenance, "
+                          "streaming health) start RUNNING in a new Dagster instance (0: STOPPED)")
+    archive_start: str | None = Field(
+        None, pattern=r"^\d{4}-\d{2}-\d{2}(-\d{2}:00)?$",
+        description="first hourly archive partition (YYYY-MM-DD or YYYY-MM-DD-HH:00, UTC); default: the start "
+                    "of the archive retention on first setup, remembered in <state_dir>/dagster/archive_start")
+
+
+class ErasureSettings(_Section):
+    """Member erasure (``rdg erase``, ``POST /v1/erasures``, the Dagster erasure job)."""
+
+    archive_grace_s: float = Field(
+        604_800, ge=0, description="how long archive snapshots that still hold an erased member's rows are "
+                                   "kept (time travel, rollback) before they are expired and their files deleted")
 
 
 def connect_host(bind_host: str) -> str:
@@ -236,6 +251,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "streaming": StreamingSettings,
     "k8s": K8sSettings,
     "dagster": DagsterSettings,
+    "erasure": ErasureSettings,
 }
 
 
@@ -281,6 +297,7 @@ class Settings(BaseSettings):
     streaming: StreamingSettings = StreamingSettings()
     k8s: K8sSettings = K8sSettings()
     dagster: DagsterSettings = DagsterSettings()
+    erasure: ErasureSettings = ErasureSettings()
 
     _file_values: dict[str, str] = PrivateAttr(default_factory=dict)
     _env_names: frozenset[str] = PrivateAttr(default_factory=frozenset)
