@@ -61,6 +61,10 @@ def dlq_topic(topic: str) -> str:
     return f"{topic}{DLQ_SUFFIX}"
 
 
+# The compacted ledger of re-driven dead letters (``rdg dlq redrive``), keyed by DLQ coordinates.
+REDRIVE_LEDGER_TOPIC = "rdg.dlq.redriven"
+
+
 def consumer_group(prefix: str, app_name: str) -> str:
     """The consumer group of one streaming app (all its replicas share it)."""
     return f"{prefix}-{app_name}"

@@ -12,6 +12,7 @@ from rdg_platform.cli.apps import apps_app
 from rdg_platform.cli.config import config_app
 from rdg_platform.cli.dagster_ui import ui
 from rdg_platform.cli.demo import demo
+from rdg_platform.cli.dlq import dlq_app
 from rdg_platform.cli.env import env
 from rdg_platform.cli.erase import erase_app
 from rdg_platform.cli.generate import generate
@@ -36,6 +37,7 @@ app.add_typer(apps_app, name="apps")
 app.command("serve", help="Run the graph query HTTP service (FastAPI + uvicorn).")(serve)
 app.add_typer(query_app, name="query")
 app.add_typer(erase_app, name="erase")
+app.add_typer(dlq_app, name="dlq")
 app.command("ui", help="Run the Dagster UI (webserver + daemon) on the project's definitions.")(ui)
 app.command("demo", help="Run the platform end to end: services, apps, graph API, Dagster UI, live events.")(demo)
 

@@ -126,10 +126,12 @@ def test_journey_dedup_enrichment_dlq_and_every_good_record(pipe: LocalPipeline,
         assert titles[f"t-{run}-1"]["properties"]["name"] == f"Title {run} 1"
         assert titles[f"t-{run}-1"]["properties"]["genres"] == ["drama", "g1"]
 
-    # heartbeats collapsed: 22 playback updates per (profile, title) became ~1 graph message
+    # heartbeats collapsed: 22 playback updates per (profile, title) became a few graph messages: the
+    # leading edge (START), the significant action changes (START -> HEARTBEAT, HEARTBEAT -> STOP) and
+    # at most one trailing emission per window
     msgs = read_topic_since(pipe.settings.kafka, "graph.edge.started_watching", since)
     mine = [m for m in msgs if m.key().decode().startswith(f"p-{run}-")]
-    assert 3 <= len(mine) <= 6, len(mine)
+    assert 3 * 3 <= len(mine) <= 3 * 5, len(mine)
 
     # bad records are in the DLQs with their reasons and source coordinates
     dlq = [m for t in ("member.playback.dlq", "member.login.dlq")
