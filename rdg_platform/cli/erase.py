@@ -59,7 +59,7 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(2 if isinstance(exc, ValueError) else 1)
 
 
-@erase_app.command("account")
+@erase_app.command("account", short_help="Erase an account now, in the foreground, with progress.")
 def account(account_id: Annotated[str, typer.Argument(help="The account id to erase")],
             wait_grace_s: WaitOpt = 0.0,
             throttle_ms: Annotated[int, typer.Option(
@@ -102,7 +102,7 @@ def status(erasure_id: Annotated[str, typer.Argument(help="The erasure id (from 
     _finish(st, as_json)
 
 
-@erase_app.command("resume")
+@erase_app.command("resume", short_help="Continue unfinished erasures.")
 def resume(erasure_id: Annotated[str | None, typer.Argument(help="One erasure id (default: every unfinished one)")] = None,
            wait_grace_s: WaitOpt = 0.0, as_json: JsonOpt = False) -> None:
     """Continue unfinished erasures (after a crash, a failure, or once the archive grace period passed)."""

@@ -163,7 +163,7 @@ class ErasureEngine:
                 step = self._advance(erasure_id, "graph")
                 report()
             if step == "graph":
-                self._graph(erasure_id, st.erasure_time_ms, throttle_s, report)
+                self._graph(erasure_id, st.erasure_time_ms, throttle_s, report if progress is not None else None)
                 step = self._advance(erasure_id, "archive")
                 report()
             if step == "archive":
@@ -244,7 +244,8 @@ class ErasureEngine:
                 out.append((name, "in"))
         return out
 
-    def _graph(self, erasure_id: str, ts_ms: int, throttle_s: float, report: Callable[[], ErasureStatus]) -> None:
+    def _graph(self, erasure_id: str, ts_ms: int, throttle_s: float,
+               report: Callable[[], ErasureStatus] | None) -> None:
         # The root goes last: until then its plan is also readable from the graph.
         work = sorted(self.audit.work(erasure_id), key=lambda w: (w.node_type == self.policy.root, w.node_type))
         done = sum(1 for w in work if "node" in w.parts)
@@ -261,7 +262,8 @@ class ErasureEngine:
             self.audit.set_part(erasure_id, w.node_type, w.node_id, "node", 1)
             done += 1
             self.audit.update(erasure_id, counts={"graph_nodes_done": done})
-            report()
+            if report is not None:
+                report()
             if throttle_s > 0:
                 time.sleep(throttle_s)
         self.audit.update(erasure_id, counts=graph_counts(self.audit.work(erasure_id)))
