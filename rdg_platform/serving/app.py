@@ -196,6 +196,11 @@ def _with_type_enums(schema: dict[str, Any], spec: GraphSpec) -> dict[str, Any]:
             if any("bearer" in sec for sec in op.get("security", [])):  # every route behind a token
                 for code in AUTH_ERRORS:
                     op["responses"].setdefault(str(code), _ref_error(code))
+            if "requestBody" in op:  # a body that is not JSON is a 400 (the app's validation handler)
+                op["responses"].setdefault("400", _ref_error(400))
+            for code, resp in op.get("responses", {}).items():
+                if int(code) in _STATUS and set(resp.get("content", {})) != {"application/json"}:
+                    resp["content"] = _ref_error(int(code))["content"]  # errors are JSON on text routes too
             for prm in op.get("parameters", []):
                 if prm.get("in") == "path" and prm.get("name") == "type":
                     prm["schema"]["enum"] = nodes
