@@ -227,25 +227,25 @@ class CassandraService(Service):
             cluster.shutdown()
             raise
 
-    def _superuser(self) -> tuple[Cluster, Session]:
+    def _superuser(self) -> tuple[Cluster, Session, bool]:
         """A session as the local admin role, or (first start, before provision) as Cassandra's
-        default superuser."""
+        default superuser; the flag says which (True = still the default superuser)."""
         from cassandra.cluster import NoHostAvailable
 
         creds = load_or_create(self.settings.state_dir)
         try:
-            return self._connect(PRINCIPALS["admin"], creds.password("admin"))
+            return (*self._connect(PRINCIPALS["admin"], creds.password("admin")), False)
         except NoHostAvailable as exc:
             if "AuthenticationFailed" not in str(exc) and "Bad credentials" not in str(exc):
                 raise
-        return self._connect(DEFAULT_SUPERUSER, DEFAULT_SUPERUSER)
+        return (*self._connect(DEFAULT_SUPERUSER, DEFAULT_SUPERUSER), True)
 
     def probe(self) -> Probe:
         """Healthy = a CQL query against system.local answers (so the node accepts real work)."""
         if not port_is_open(self.host, self.settings.cassandra.port):
             return Probe(False, detail="native port not accepting connections")
         try:
-            cluster, session = self._superuser()
+            cluster, session, _default = self._superuser()
             try:
                 row = session.execute("SELECT release_version FROM system.local", timeout=5).one()
             finally:
@@ -260,17 +260,19 @@ class CassandraService(Service):
         role per platform role, and grants on the graph keyspaces: ``app`` SELECT+MODIFY (write
         rows, never DDL), ``reader`` SELECT, ``upstream`` nothing."""
         creds = load_or_create(self.settings.state_dir)
-        cluster, session = self._superuser()
+        admin = PRINCIPALS["admin"]
+        cluster, session, fresh = self._superuser()
         try:
-            admin = PRINCIPALS["admin"]
-            session.execute("CREATE ROLE IF NOT EXISTS " + admin + " WITH SUPERUSER = true AND LOGIN = true "
-                            "AND PASSWORD = %s", (creds.password("admin"),))
+            if fresh:
+                session.execute("CREATE ROLE IF NOT EXISTS " + admin + " WITH SUPERUSER = true AND LOGIN = true "
+                                "AND PASSWORD = %s", (creds.password("admin"),))
         finally:
             cluster.shutdown()
         cluster, session = self._connect(admin, creds.password("admin"))
         try:
-            session.execute("ALTER ROLE " + DEFAULT_SUPERUSER + " WITH PASSWORD = %s AND LOGIN = false",
-                            (creds.cassandra_superuser_password,))
+            if fresh:  # once: the well-known default superuser can no longer log in
+                session.execute("ALTER ROLE " + DEFAULT_SUPERUSER + " WITH PASSWORD = %s AND LOGIN = false",
+                                (creds.cassandra_superuser_password,))
             for role in ("app", "reader", "upstream"):
                 session.execute("CREATE ROLE IF NOT EXISTS " + PRINCIPALS[role] + " WITH LOGIN = true "
                                 "AND PASSWORD = %s", (creds.password(role),))
