@@ -26,7 +26,7 @@ from pydantic import Field, PrivateAttr, SecretStr
 
 from rdg_platform.kafka_client import client_config, security_config
 from rdg_platform.lakehouse.catalog import DEFAULT_CATALOG_NAME, CatalogConfig
-from rdg_platform.settings import CassandraSettings, KafkaSettings, Settings, SettingsError
+from rdg_platform.settings import CassandraSettings, KafkaSettings, RegistrySettings, Settings, SettingsError
 
 if TYPE_CHECKING:
     from pyiceberg.catalog.sql import SqlCatalog
@@ -68,6 +68,12 @@ class KafkaResource(ConfigurableResource):  # type: ignore[misc]
             sasl_username=self.sasl_username,
             sasl_password=SecretStr(self.sasl_password) if self.sasl_password is not None else None,
             ssl_ca=Path(self.ssl_ca) if self.ssl_ca else None)
+
+    def registry_settings(self) -> RegistrySettings:
+        """The registry fields as the settings section (the rebuild's Kafka catch-up decodes with it)."""
+        return RegistrySettings(url=self.schema_registry_url, username=self.registry_username,
+                                password=SecretStr(self.registry_password) if self.registry_password is not None
+                                else None)
 
     def client_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka config: ``bootstrap.servers`` plus security (lag reads, admin calls)."""

@@ -147,7 +147,7 @@ def rebuild_and_check(spark: Any, catalog: CatalogConfig, spec: GraphSpec, cfg: 
                       events: list[SourceEvent]) -> RebuildResult:
     """Rebuild ``logged_in_from`` from the archive and compare the active tables with the events."""
     lookup = build_lookup(catalog.load(), spec)
-    res = rebuild_namespace(spark, catalog, spec, EDGE, lookup)
+    res = rebuild_namespace(spark, catalog, spec, EDGE, lookup, cassandra=cfg.cassandra)
     want = expected_logins(events)
     assert res.switched and res.keys == len(want), (res, len(want))
     assert res.rows_read_back == {t: len(want) for t in res.tables}

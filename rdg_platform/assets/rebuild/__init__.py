@@ -2,8 +2,10 @@
 
 Run ``rebuild_namespace_job`` from the launchpad with e.g. ``{"ops": {"rebuild_namespace_op":
 {"config": {"namespace": "edge.plays"}}}}``. The job computes the namespace from the whole archive (or
-``start``..``end``), writes it into ``<table>_v<N>``, validates it and flips
-``<keyspace>.namespace_versions`` to it; the old tables stay for rollback.
+``start``..``end``), writes it into ``<table>_v<N>``, catches up from Kafka (the records after the
+last archived hour, until the live writers and the rebuild agree), validates it against the live
+version (checksums over the same keys) and flips ``<keyspace>.namespace_versions`` to it; the old
+tables stay for rollback. ``catch_up: false`` (or an ``end``) rebuilds from the archive alone.
 """
 
 from datetime import UTC, datetime
@@ -21,13 +23,15 @@ from dagster import (
 from pydantic import Field
 
 from rdg_platform.lakehouse.backfill import build_lookup
-from rdg_platform.lakehouse.spark import rebuild_namespace
+from rdg_platform.lakehouse.spark import CatchUp, rebuild_namespace
 from rdg_platform.resources import (
     CASSANDRA,
     ICEBERG,
+    KAFKA,
     SPARK,
     CassandraResource,
     IcebergCatalogResource,
+    KafkaResource,
     PlatformResources,
     SparkResource,
     platform_resources,
@@ -40,6 +44,10 @@ class RebuildConfig(Config):  # type: ignore[misc]
     start: str | None = Field(default=None, description="ISO time; default: the whole archive")
     end: str | None = Field(default=None, description="ISO time (exclusive); default: the whole archive")
     switch: bool = Field(default=True, description="flip the namespace to the new version once validated")
+    catch_up: bool = Field(default=True, description="replay Kafka after the archive and validate against live "
+                                                     "(ignored with an end: a past range is archive-only)")
+    validate_timeout_s: float = Field(default=300.0, description="how long the new version may take to agree "
+                                                                 "with the live one before the rebuild fails")
 
 
 def _ms(iso: str | None) -> int | None:
@@ -51,7 +59,8 @@ def _ms(iso: str | None) -> int | None:
 
 @op(description="Rebuild one namespace from the Iceberg archive with Spark, validate, switch (blue/green).")
 def rebuild_namespace_op(context: OpExecutionContext, config: RebuildConfig, spark: SparkResource,
-                         iceberg: IcebergCatalogResource, cassandra: CassandraResource) -> Output[dict[str, Any]]:
+                         iceberg: IcebergCatalogResource, cassandra: CassandraResource,
+                         kafka: KafkaResource) -> Output[dict[str, Any]]:
     spec = cassandra.spec()
     if config.namespace not in spec.namespaces:
         raise ValueError(f"unknown namespace {config.namespace!r} (known: {sorted(spec.namespaces)})")
@@ -60,14 +69,25 @@ def rebuild_namespace_op(context: OpExecutionContext, config: RebuildConfig, spa
     lookup = build_lookup(cat_cfg.load(), spec, end_ms)
     context.log.info(f"side inputs: {lookup.size()}; starting Spark ({spark.master})")
     session = spark.session(cat_cfg, cassandra)
+    catchup = None
+    if config.catch_up and end_ms is None:
+        catchup = CatchUp(kafka.kafka_settings(), kafka.registry_settings(),
+                          validate_timeout_s=config.validate_timeout_s,
+                          settle_s=(cassandra.namespace_refresh_s or 0.0) + 2.0)
     res = rebuild_namespace(session, cat_cfg, spec, config.namespace, lookup, start_ms=_ms(config.start),
                             end_ms=end_ms, switch=config.switch, cassandra=cassandra.cassandra_settings(),
-                            log=context.log.info)
+                            catchup=catchup, log=context.log.info)
     summary: dict[str, Any] = {"namespace": res.namespace, "version": res.version, "tables": list(res.tables),
                                "keys": res.keys, "switched": res.switched,
-                               "checksums": {t: list(v) for t, v in res.checksums.items()}}
+                               "checksums": {t: list(v) for t, v in res.checksums.items()},
+                               "live_checksums": {t: list(v) for t, v in res.live_checksums.items()},
+                               "catchup_records": res.catchup_records}
     return Output(summary, metadata={
         "version": res.version, "keys": res.keys, "switched": res.switched,
+        "catchup_from": MetadataValue.json({t: {str(p): o for p, o in v.items()} for t, v in res.catchup_from.items()}),
+        "catchup_records": res.catchup_records, "catchup_rounds": res.catchup_rounds,
+        "settle_records": res.settle_records,
+        "live_checksums": MetadataValue.json(summary["live_checksums"]),
         "rows_read_back": MetadataValue.json(res.rows_read_back),
         "checksums": MetadataValue.json(summary["checksums"]),
         "timings_s": MetadataValue.json({k: round(v, 2) for k, v in res.timings.items()}),
@@ -84,4 +104,4 @@ def rebuild_namespace_job() -> None:
 def defs(settings: Settings, resources: PlatformResources | None = None) -> Definitions:
     """The rebuild domain: the launchpad job (no assets: a rebuild is an operation, not data)."""
     res = resources if resources is not None else platform_resources(settings)
-    return Definitions(jobs=[rebuild_namespace_job], resources=res.select(SPARK, ICEBERG, CASSANDRA))
+    return Definitions(jobs=[rebuild_namespace_job], resources=res.select(SPARK, ICEBERG, CASSANDRA, KAFKA))
