@@ -176,7 +176,7 @@ class StreamingSettings(_Section):
     """Knobs of the processors and sinks."""
 
     dedup_window_s: float = Field(
-        30.0, gt=0, description="processor dedup window: a key's first update is emitted at once, later "
+        60.0, gt=0, description="processor dedup window: a key's first update is emitted at once, later "
         "ones fold into one trailing emission per window (the bound on property staleness)")
     max_clock_skew_s: float = Field(
         300.0, ge=0, description="how far an event time may lie ahead of the reference clock (processing "
