@@ -11,6 +11,11 @@ Measured in one run against the local Cassandra (RDG_CASSANDRA_PORT):
    single-partition driver reads of the same adjacency lists. Targets: 1-hop p99 <= 2x raw p99 and
    <= 10 ms; 3-hop p99 <= 50 ms.
 
+3. ``--auth-compare``: only the API's authentication cost. Two servers on the same keyspace, one
+   with bearer tokens on (the default), one without (``create_app(auth=False)``, never served
+   otherwise), measured in interleaved rounds of 1-hop ``GET /v1/edges``; reports p50/p99 of each
+   and the p99 ratio with / without auth. Target: <= 1.1.
+
 Prints a markdown table and writes a JSON of the results to ``--out``. Settings (the Cassandra to use)
 come from the environment like every entry point's (``RDG_CASSANDRA_*``). Run it from the project root
 (it imports the test helpers of ``tests/support``).
@@ -34,16 +39,22 @@ import numpy as np
 import psutil
 from cassandra.concurrent import execute_concurrent_with_args
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root: tests.support
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the project root: tests.support
+
+from fastapi import FastAPI  # noqa: E402
 
 from rdg_platform.kv import GraphStore, ensure_schema  # noqa: E402
 from rdg_platform.kv.store import KVStore  # noqa: E402
+from rdg_platform.local_services.credentials import local_role_settings  # noqa: E402
 from rdg_platform.model import GraphRecord  # noqa: E402
+from rdg_platform.serving.app import create_app  # noqa: E402
 from rdg_platform.settings import Settings, load_settings  # noqa: E402
 from tests.support.kv import isolated_spec  # noqa: E402
 from tests.support.serving import free_port  # noqa: E402
 
 EDGE_READ = "SELECT item_key, updated_at, props FROM {t} WHERE record_id = ? LIMIT ?"
+TOKEN: str | None = None  # the bearer token requests carry (the reader role's), set by main()
 
 
 def log(msg: str) -> None:
@@ -130,8 +141,9 @@ def build_journeys(store: GraphStore, accounts: int, profiles: int, titles_per_p
 class Conn:
     """A minimal keep-alive HTTP/1.1 client: the load generator must not be the bottleneck on 2 cores."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, token: str | None = None) -> None:
         self.host, self.port = host, port
+        self.auth = f"Authorization: Bearer {token}\r\n" if token else ""
         self.r: asyncio.StreamReader | None = None
         self.w: asyncio.StreamWriter | None = None
 
@@ -139,7 +151,7 @@ class Conn:
         if self.w is None:
             self.r, self.w = await asyncio.open_connection(self.host, self.port)
         assert self.r is not None
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{self.auth}"
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         self.w.write(head.encode() + b"\r\n" + (body or b""))
@@ -163,13 +175,13 @@ class Conn:
 
 
 async def http_load(port: int, make_req: Callable[[int], tuple[str, str, bytes | None]], n: int,
-                    concurrency: int) -> tuple[list[float], float]:
+                    concurrency: int, token: str | None = None) -> tuple[list[float], float]:
     lat: list[float] = []
     counter = iter(range(n))
     errors: list[str] = []
 
     async def worker() -> None:
-        c = Conn("127.0.0.1", port)
+        c = Conn("127.0.0.1", port, token if token is not None else TOKEN)
         for i in counter:
             method, path, body = make_req(i)
             t0 = time.perf_counter()
@@ -247,13 +259,20 @@ def cpu_s(proc: psutil.Process | None) -> float:
     return float(t.user + t.system)
 
 
-def start_server(cfg: Settings, keyspace: str, port: int) -> subprocess.Popen[bytes]:
-    """The query service as ``rdg serve`` runs it (its app factory reads the settings we pass down)."""
+def app_without_auth() -> FastAPI:
+    """The query service with authentication off: the baseline of ``--auth-compare`` only."""
+    return create_app(auth=False)
+
+
+def start_server(cfg: Settings, keyspace: str, port: int, auth: bool = True) -> subprocess.Popen[bytes]:
+    """The query service as ``rdg serve`` runs it (its app factory reads the settings we pass down);
+    ``auth=False``: the same app without bearer tokens."""
     env = cfg.child_env() | {"RDG_CASSANDRA_KEYSPACE": keyspace}
-    cmd = [sys.executable, "-m", "uvicorn", "rdg_platform.serving.app:create_app", "--factory",
+    factory = "rdg_platform.serving.app:create_app" if auth else "benchmarks.bench_kv_serving:app_without_auth"
+    cmd = [sys.executable, "-m", "uvicorn", factory, "--factory",
            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
            "--loop", "uvloop", "--http", "httptools"]
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
     import httpx
 
     deadline = time.monotonic() + 60
@@ -286,10 +305,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--reuse", action="store_true",
                     help="skip the load: measure reads on the keyspace a previous --keep run left "
                          "(same --edges/--edges-per-account/--journeys)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/bench_kv_serving.json"), help="JSON results path")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="JSON results path (default benchmarks/bench_kv_serving[_auth].json)")
+    ap.add_argument("--auth-compare", action="store_true",
+                    help="only measure 1-hop p99 with bearer tokens on vs off (same run, interleaved rounds); "
+                         "loads --edges edges (use e.g. 50000)")
+    ap.add_argument("--rounds", type=int, default=4, help="--auth-compare: interleaved rounds per server")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = Path("benchmarks/bench_kv_serving_auth.json" if args.auth_compare else "benchmarks/bench_kv_serving.json")
 
-    cfg = load_settings()
+    global TOKEN
+    # An entry point: credentials not in the environment come from the local state directory
+    # (Cassandra: admin, to create and drop the keyspaces; API: the reader role's token).
+    cfg = local_role_settings(load_settings(), "admin")
+    reader = local_role_settings(cfg.model_copy(update={"api": cfg.api.model_copy(update={"token": None})}), "reader")
+    TOKEN = reader.api.token.get_secret_value() if reader.api.token else None
+    if args.auth_compare:
+        return auth_compare(args, cfg)
     now = int(time.time() * 1000)
     spec = isolated_spec(args.keyspace, cfg)
     raw_spec = isolated_spec(args.keyspace + "_raw", cfg)
@@ -388,10 +421,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # sample fan-out of the 3-hop query, for the record
         import httpx
         body = json.loads(trav3("latest", False)(0)[2] or b"{}")
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/traverse", json=body, timeout=30).json()
+        hdr = {"Authorization": f"Bearer {TOKEN}"}
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/traverse", json=body, timeout=30, headers=hdr).json()
         results["three_hop_fanout"] = [len(lv["edges"]) for lv in r["levels"]]
         body = json.loads(trav3("latest", False, 50)(0)[2] or b"{}")
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/traverse", json=body, timeout=30).json()
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/traverse", json=body, timeout=30, headers=hdr).json()
         results["three_hop_fanout_limit50"] = [len(lv["edges"]) for lv in r["levels"]]
     finally:
         server.terminate()
@@ -427,6 +461,69 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n| target | met |\n|---|---|")
     for k, v in results["targets"].items():
         print(f"| {k} | {'yes' if v else 'NO'} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    log(f"wrote {args.out}")
+    return 0
+
+
+def auth_compare(args: argparse.Namespace, cfg: Settings) -> int:
+    """1-hop ``GET /v1/edges`` p99 with tokens on vs off, same graph, same run, interleaved rounds."""
+    now = int(time.time() * 1000)
+    spec = isolated_spec(args.keyspace, cfg)
+    store = GraphStore.from_spec(spec, cfg.cassandra, concurrency=args.write_concurrency, request_timeout_s=60.0)
+    if not args.reuse:
+        store.kv.drop_keyspaces()
+        ensure_schema(store.kv, spec)
+        log(f"loading {args.edges:,} edges")
+        records = make_edges(args.edges, args.edges_per_account, now)
+        for i in range(0, len(records), args.chunk):
+            store.write(records[i:i + args.chunk])
+        accounts = sorted({r.id for r in records})
+        del records
+    else:
+        accounts = [f"acc{i:07d}" for i in range((args.edges + args.edges_per_account - 1) // args.edges_per_account)]
+    on_port, off_port = free_port(), free_port()
+    servers = {"auth on": (start_server(cfg, args.keyspace, on_port), on_port, TOKEN),
+               "auth off": (start_server(cfg, args.keyspace, off_port, auth=False), off_port, "")}
+    lat: dict[str, list[float]] = {k: [] for k in servers}
+    rnd = random.Random(5)
+    lim = args.edges_per_account
+
+    def one_hop(i: int) -> tuple[str, str, bytes | None]:
+        return "GET", f"/v1/edges/streamed_from/{accounts[rnd.randrange(len(accounts))]}?limit={lim}", None
+
+    try:
+        import httpx
+        probe = httpx.get(f"http://127.0.0.1:{on_port}/v1/edges/streamed_from/{accounts[0]}", timeout=10)
+        assert probe.status_code == 401, f"the auth-on server answered {probe.status_code} without a token"
+        log("warming up")
+        for _, port, token in servers.values():
+            asyncio.run(http_load(port, one_hop, 500, args.concurrency, token))
+        for rnd_no in range(args.rounds):
+            order = list(servers) if rnd_no % 2 == 0 else list(servers)[::-1]
+            for name in order:
+                _, port, token = servers[name]
+                got, _ = asyncio.run(http_load(port, one_hop, args.requests, args.concurrency, token))
+                lat[name].extend(got)
+                log(f"round {rnd_no + 1} {name}: p50 {pct(got, 50):.2f} ms, p99 {pct(got, 99):.2f} ms")
+    finally:
+        for proc, _, _ in servers.values():
+            proc.terminate()
+            proc.wait(10)
+        if not args.keep:
+            store.kv.drop_keyspaces()
+        store.close()
+    rows = {k: {"n": len(v), "p50_ms": pct(v, 50), "p99_ms": pct(v, 99)} for k, v in lat.items()}
+    ratio = rows["auth on"]["p99_ms"] / rows["auth off"]["p99_ms"]
+    results = {"config": vars(args) | {"out": str(args.out)}, "latency": rows, "p99_ratio_auth_on_off": ratio,
+               "targets": {"1hop_p99_auth/no_auth<=1.1": ratio <= 1.1}}
+    print(f"\n### API authentication cost (1-hop GET /v1/edges, limit {lim}, client concurrency "
+          f"{args.concurrency}, {args.rounds} interleaved rounds x {args.requests} requests)\n")
+    print("| server | n | p50 ms | p99 ms |\n|---|---:|---:|---:|")
+    for k, r in rows.items():
+        print(f"| {k} | {r['n']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+    print(f"\np99 ratio auth on / off: {ratio:.3f} (target <= 1.1: {'met' if ratio <= 1.1 else 'NOT met'})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     log(f"wrote {args.out}")

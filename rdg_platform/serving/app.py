@@ -35,20 +35,23 @@ import orjson
 from cassandra import DriverException, OperationTimedOut, RequestExecutionException
 from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionException
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rdg_platform.gcpause import freeze_startup_heap
+from rdg_platform.history.asof import AsOfGraph, AsOfStore
+from rdg_platform.history.reader import HistoryReader
 from rdg_platform.kv.codec import decode_props
 from rdg_platform.kv.graph_store import GraphStore, UnknownTypeError
 from rdg_platform.model.spec import GraphSpec
-from rdg_platform.serving.auth import BearerAuthMiddleware, TokenVerifier, require_scope
+from rdg_platform.serving.auth import BearerAuthMiddleware, TokenVerifier
 from rdg_platform.serving.erasures import erasure_router
+from rdg_platform.serving.explore import explore_router
 from rdg_platform.serving.metrics import Metrics
 from rdg_platform.serving.shapes import (
     START,
@@ -81,6 +84,15 @@ IdPath = Annotated[str, Path(pattern=ID_PATTERN, description="Node id (1-256 pri
 TypePath = Annotated[str, Path(min_length=1, max_length=64, description="Node or edge type")]
 Dir = Literal["out", "in", "OUT", "IN"]
 OrderQ = Literal["latest", "any", "LATEST", "ANY"]
+
+
+AsOfQ = Annotated[int | None, Query(ge=0, le=2**53, description="The graph as it was at this time (epoch ms): "
+                                   "from the live store when exact, else from the Iceberg history")]
+
+
+class TraverseAsOfRequest(TraverseRequest):
+    as_of: int | None = Field(None, ge=0, le=2**53, description="Traverse the graph as it was at this time (epoch "
+                                                                "ms); lookbacks count back from it")
 
 
 class ErrorBody(BaseModel):
@@ -153,7 +165,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 AUTH_ERRORS = (401, 403)
-READ = [Depends(require_scope("read"))]
+BEARER_SCHEME = {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <token>; scopes read, admin"}
 COUNT_BOUND = 100_000  # keys a count reads at most (also bounded by the request's budget and deadline)
 
 
@@ -189,10 +201,13 @@ def _with_type_enums(schema: dict[str, Any], spec: GraphSpec) -> dict[str, Any]:
     """Node and edge types as enums from the spec, in path parameters and the traverse body; 401
     and 403 documented on every route that needs a token (including routers added by others)."""
     nodes, edges = sorted(spec.nodes), sorted(spec.edges)
-    for item in schema.get("paths", {}).values():
+    schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = BEARER_SCHEME
+    for path, item in schema.get("paths", {}).items():
         for op in item.values():
             if not isinstance(op, dict):
                 continue
+            if path.startswith("/v1/") or path == "/metrics":  # behind the middleware's token check
+                op["security"] = [{"bearer": []}]
             if any("bearer" in sec for sec in op.get("security", [])):  # every route behind a token
                 for code in AUTH_ERRORS:
                     op["responses"].setdefault(str(code), _ref_error(code))
@@ -279,6 +294,7 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
     freeze = bool(freeze_heap)
     gstore = store
     holder = _StoreHolder(gstore)
+    asof = AsOfGraph(gstore, HistoryReader.from_settings(s, spec))
     metrics = Metrics()
 
     @asynccontextmanager
@@ -305,9 +321,9 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
     app.state.metrics = metrics
     app.state.store = gstore
     app.state.token_verifier = verifier
-    read = READ if auth else []
+    read: list[Any] = []  # the middleware enforces the read scope; the OpenAPI document says so
     if auth:
-        app.add_middleware(BearerAuthMiddleware, verifier=verifier)
+        app.add_middleware(BearerAuthMiddleware, verifier=verifier, scope="read")
     if api.cors_origins:  # outermost, so preflight requests are answered before authentication
         app.add_middleware(CORSMiddleware, allow_origins=list(api.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
@@ -345,7 +361,7 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
 
     @app.get("/v1/nodes/{type}/{id:path}", response_model=NodeBody, responses=responses(400, 401, 403, 404, 422, 503),
              summary="Get a node", dependencies=read)
-    async def get_node(type: TypePath, id: IdPath) -> Response:
+    async def get_node(type: TypePath, id: IdPath, as_of: AsOfQ = None) -> Response:
         async def run() -> Response:
             t0 = time.perf_counter()
             if type not in spec.nodes:
@@ -353,6 +369,11 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
             metrics.observe("node", "validate", time.perf_counter() - t0)
             s = await holder.get()
             t1 = time.perf_counter()
+            if as_of is not None:  # the graph as of then: live when exact, else the history
+                node, source = await asof.node(type, id, as_of)
+                if node is None:
+                    return _err(404, f"node {type}/{id} not found as of {as_of}")
+                return _json({**node_json(node), "source": source})
             node = await s.aget_node(type, id)
             metrics.observe("node", "storage", time.perf_counter() - t1)
             if node is None:
@@ -394,6 +415,8 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
         since: Annotated[int | None, Query(ge=0, le=2**53, description="Only edges updated at/after (epoch ms)")] = None,
         order: Annotated[OrderQ, Query(description="latest (newest first) or any")] = "latest",
         page_token: Annotated[str | None, Query(max_length=2048)] = None,
+        as_of: AsOfQ = None,
+        include_expired: Annotated[bool, Query(description="Also edges whose TTL has passed (from the history)")] = False,
     ) -> Response:
         async def run() -> Response:
             t0 = time.perf_counter()
@@ -402,7 +425,14 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
             d: Literal["out", "in"] = "out" if direction.lower() == "out" else "in"
             o = parse_order(order)
             ctx = list_context(edge_type, id, d)
+            if as_of is not None or include_expired:  # a page token binds to its as_of / include_expired
+                ctx = f"{ctx}|as_of={as_of}|expired={int(include_expired)}"
             after = tokens.page_cursor(page_token, o, ctx)
+            if as_of is not None or include_expired:
+                await holder.get()
+                rows, nxt, source = await asof.edges(edge_type, id, d, limit, since, o, after, as_of, include_expired)
+                return _json({"edges": edges_json(edge_type, id, d, rows), "next_page_token": tokens.page_token(nxt, o, ctx),
+                              "truncated": False, "truncated_by": [], "source": source})
             budget = Budget.of(max_edges, deadline_ms)
             metrics.observe("edges", "validate", time.perf_counter() - t0)
             s = await holder.get()
@@ -428,13 +458,19 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
                           "request ran out of edges to read or time; later levels are empty). A hop chain "
                           "that does not connect (an edge starting from another node type than the "
                           "previous hop reached) is a 400.")
-    async def post_traverse(req: TraverseRequest) -> Response:
+    async def post_traverse(req: TraverseAsOfRequest) -> Response:
         async def run() -> Response:
             t0 = time.perf_counter()
-            hops = plan(spec, req)
+            hops = plan(spec, req, req.as_of)
             metrics.observe("traverse", "validate", time.perf_counter() - t0)
             s = await holder.get()
             stats = TraversalStats()
+            if req.as_of is not None:  # the same traversal over the graph as of then
+                past = AsOfStore(asof, req.as_of)
+                body = await traverse(past, req.start.id, hops, req.include_nodes, stats,  # type: ignore[arg-type]
+                                      Budget.of(max_edges, deadline_ms))
+                body["source"] = "history" if "history" in past.sources else "live"
+                return _json(body)
             body = await traverse(s, req.start.id, hops, req.include_nodes, stats,
                                   Budget.of(max_edges, deadline_ms))
             metrics.observe("traverse", "storage", stats.storage_s)
@@ -461,7 +497,8 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
     async def prom() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    app.include_router(erasure_router(gstore, s))  # admin routes: POST /v1/erasures, GET /v1/erasures/{id}
+    app.include_router(erasure_router(gstore, s))
+    app.include_router(explore_router(spec))  # GET /explore: the graph explorer page (its data calls need a token)  # admin routes: POST /v1/erasures, GET /v1/erasures/{id}
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -86,7 +86,7 @@ def run_schemathesis(base: str, cfg: Settings, tmp_path: Path, *select: str) -> 
            "--checks", "all", "-H", f"Authorization: Bearer {cfg.api.token.get_secret_value()}",
            "--max-examples", "40", "--workers", "1", "--phases", "examples,coverage,fuzzing,stateful",
            "--seed", "20261130", *select]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)  # its caches stay there
     out = r.stdout + r.stderr
     assert cfg.api.token.get_secret_value() not in out  # the report filters the token
     return r.returncode, out

@@ -83,6 +83,14 @@ def test_scopes_reader_cannot_use_admin_routes() -> None:
         _json_error(c.get("/v1/nodes/alien/a", headers=READER), 400, "alien")
 
 
+def test_every_route_needs_the_read_scope() -> None:
+    only_admin = "admin-only-token-0123456789"
+    settings = auth_settings(RDG_API_TOKENS=json.dumps({_sha(only_admin): ["admin"]}))
+    with client(settings) as c:
+        _json_error(c.get("/v1/nodes/account/a", headers={"Authorization": f"Bearer {only_admin}"}), 403,
+                    "'read' scope")
+
+
 def test_open_routes_need_no_token() -> None:
     with client() as c:
         assert c.get("/openapi.json").status_code == 200
