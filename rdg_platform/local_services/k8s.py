@@ -303,7 +303,8 @@ class K8sControlPlane:
         log.unlink(missing_ok=True)
         self.echo(
             f"building Kubernetes {version} control-plane binaries from the Go module proxy into {target} "
-            "(first run on this machine only: about 8 minutes on 2 cores; later runs reuse the cache)"
+            "(first run on this machine only: about 8 minutes on 2 idle cores, longer on a busy machine; "
+            "later runs reuse the cache)"
         )
         started = time.monotonic()
         for name in KUBE_BINARIES:
@@ -320,7 +321,7 @@ class K8sControlPlane:
         work = _fresh_dir(target.with_name(target.name + ".tmp"))
         log = self.bin_root / f"build-{target.name}.log"
         log.unlink(missing_ok=True)
-        self.echo(f"building kwok {KWOK_VERSION} (node simulator) with go install (about 2 minutes cold)")
+        self.echo(f"building kwok {KWOK_VERSION} (node simulator) with go install (a few minutes cold)")
         started = time.monotonic()
         # `env` sets GOBIN for this one command without copying or editing our own environment.
         cmd = ["env", f"GOBIN={work}", str(go), "install", "-trimpath", f"{KWOK_MODULE}@{KWOK_VERSION}"]
