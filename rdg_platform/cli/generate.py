@@ -23,14 +23,19 @@ Kafka and the registry are the ones the settings name (RDG_KAFKA_BOOTSTRAP and i
 
 Time model: --duration is SIMULATED time: event times run from --start-time to --start-time + --duration. --rate only paces the sending in wall-clock time (records per second, 0 = as fast as possible). --events caps the number of good member events (the capped stream is a prefix of the uncapped one). The Kafka record timestamp is the event time.
 
-Determinism: the same --seed, --start-time and other options give byte-identical records (keys, values, event ids). --start-time defaults to now (floored to the second), so runs without it differ only in their event times; pass it to reproduce a run exactly.
+Determinism: the same --seed, --start-time and other options give byte-identical records (keys, values, event ids). --start-time defaults to now minus --duration (floored to the second), so the simulated span ends now and no event lies in the future (the processors dead-letter events beyond the allowed clock skew); runs without it differ only in their event times; pass it to reproduce a run exactly.
 
 --bad-fraction F injects, after each good member event with probability F, one extra bad record with header `rdg-bad: <kind>`: garbage (random bytes), wrong_schema_id (a catalog schema's id), unknown_schema_id (an id nobody registered), truncated_avro (body cut in half), missing_field (valid Avro whose required string field, e.g. device_id, is empty ""), future_event_time (valid Avro whose event_time is 10 years ahead of its Kafka timestamp: a device with a wrong clock).
 """
 
 
-def _parse_start(value: str | None) -> int:
-    if value is None or value == "now":
+def _parse_start(value: str | None, duration_s: float) -> int:
+    """Epoch ms of the first event. By default the simulated span ends now (it starts ``duration``
+    ago), so no event is dated in the future, where the processors' clock-skew guard would
+    dead-letter it."""
+    if value is None or value == "ago":
+        return (int(time.time()) - int(duration_s)) * 1000
+    if value == "now":
         return int(time.time()) * 1000
     if value.lstrip("-").isdigit():
         return int(value)
@@ -51,7 +56,7 @@ def generate(
     events: Annotated[int | None, typer.Option("--events", min=0, help="Stop after this many good member events.")] = None,
     bad_fraction: Annotated[float, typer.Option("--bad-fraction", min=0.0, max=1.0,
                                                 help="Probability of injecting a bad record after each good member event.")] = 0.0,
-    start_time: Annotated[str | None, typer.Option("--start-time", help="Event time of the start: epoch ms, ISO-8601, or 'now' (default).")] = None,
+    start_time: Annotated[str | None, typer.Option("--start-time", help="Event time of the start: epoch ms, ISO-8601, 'now', or 'ago' (default: now minus --duration, so the span ends now).")] = None,
     titles: Annotated[int, typer.Option("--titles", min=1, help="Catalog titles (Zipf-popular).")] = 500,
     games: Annotated[int, typer.Option("--games", min=1, help="Catalog games (Zipf-popular).")] = 50,
     id_prefix: Annotated[str, typer.Option("--id-prefix", help="Prefix for every generated id (isolates runs).")] = "",
@@ -66,7 +71,7 @@ def generate(
     from rdg_platform.generator import GeneratorConfig, ProduceError, generate_events, run_generator
 
     try:
-        cfg = GeneratorConfig(members=members, seed=seed, start_ms=_parse_start(start_time), duration_s=duration,
+        cfg = GeneratorConfig(members=members, seed=seed, start_ms=_parse_start(start_time, duration), duration_s=duration,
                               max_events=events, bad_fraction=bad_fraction, titles=titles, games=games,
                               id_prefix=id_prefix, include_catalog=not no_catalog)
     except ValueError as exc:
