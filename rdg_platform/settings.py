@@ -225,6 +225,8 @@ class DagsterSettings(_Section):
         None, pattern=r"^\d{4}-\d{2}-\d{2}(-\d{2}:00)?$",
         description="first hourly archive partition (YYYY-MM-DD or YYYY-MM-DD-HH:00, UTC); default: the start "
                     "of the archive retention on first setup, remembered in <state_dir>/dagster/archive_start")
+    dlq_alert_threshold: int = Field(
+        1000, ge=0, description="the dlq_volume check fails when a reason has more dead letters waiting")
 
 
 class ErasureSettings(_Section):
@@ -233,6 +235,18 @@ class ErasureSettings(_Section):
     archive_grace_s: float = Field(
         604_800, ge=0, description="how long archive snapshots that still hold an erased member's rows are "
                                    "kept (time travel, rollback) before they are expired and their files deleted")
+
+
+class HistorySettings(_Section):
+    """The graph history in Iceberg (``as_of`` reads, ``include_expired``, the explorer's time slider)."""
+
+    retention_days: int = Field(
+        400, ge=1, description="history rows (graph records derived from the source archive) older than this are "
+                               "dropped; must be longer than the longest namespace TTL (checked at use)")
+    namespace: str = Field("history", pattern=r"^[a-z][a-z0-9_]{0,47}$",
+                           description="Iceberg namespace of the history tables (history.node_<type>, edge_<type>)")
+    cache_s: float = Field(5.0, ge=0, description="API: how long a loaded history table's metadata is reused "
+                                                  "before the catalog is asked again")
 
 
 def connect_host(bind_host: str) -> str:
@@ -252,6 +266,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "k8s": K8sSettings,
     "dagster": DagsterSettings,
     "erasure": ErasureSettings,
+    "history": HistorySettings,
 }
 
 
@@ -298,6 +313,7 @@ class Settings(BaseSettings):
     k8s: K8sSettings = K8sSettings()
     dagster: DagsterSettings = DagsterSettings()
     erasure: ErasureSettings = ErasureSettings()
+    history: HistorySettings = HistorySettings()
 
     _file_values: dict[str, str] = PrivateAttr(default_factory=dict)
     _env_names: frozenset[str] = PrivateAttr(default_factory=frozenset)

@@ -37,4 +37,5 @@ else
   "$VENV/bin/pip" install --quiet --no-deps -e .
 fi
 ln -sfn "$VENV" .venv
+"$ROOT/scripts/vendor_js.sh"  # the explorer page's Cytoscape.js, pinned, with its licence
 echo "bootstrap: ready ($(.venv/bin/python --version), $(java -version 2>&1 | head -1))"

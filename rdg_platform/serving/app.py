@@ -497,8 +497,8 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
     async def prom() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    app.include_router(erasure_router(gstore, s))
-    app.include_router(explore_router(spec))  # GET /explore: the graph explorer page (its data calls need a token)  # admin routes: POST /v1/erasures, GET /v1/erasures/{id}
+    app.include_router(erasure_router(gstore, s))  # admin routes: POST /v1/erasures, GET /v1/erasures/{id}
+    app.include_router(explore_router(spec))  # GET /explore: the graph explorer page (its data calls need a token)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
