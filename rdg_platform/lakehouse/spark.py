@@ -535,6 +535,9 @@ def rebuild_namespace(spark: SparkSession, catalog: CatalogConfig, spec: GraphSp
     new_store: GraphStore | None = None
     try:
         session = kv.cluster_session(ns.cluster)
+        # The keyspace, pointer table and spec tables, if absent (a namespace rebuilt before it ever ran
+        # live): idempotent, and the pointer cannot be read without them.
+        ensure_schema(kv, spec, [ns])
         current = versions.active_version(session, ns)
         live = versions.active_namespace(session, ns)
         version = current.version + 1
