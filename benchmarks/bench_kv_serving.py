@@ -487,6 +487,7 @@ def auth_compare(args: argparse.Namespace, cfg: Settings) -> int:
     servers = {"auth on": (start_server(cfg, args.keyspace, on_port), on_port, TOKEN),
                "auth off": (start_server(cfg, args.keyspace, off_port, auth=False), off_port, "")}
     lat: dict[str, list[float]] = {k: [] for k in servers}
+    cpu: dict[str, float] = {k: 0.0 for k in servers}  # server CPU seconds over the measured rounds
     rnd = random.Random(5)
     lim = args.edges_per_account
 
@@ -503,8 +504,11 @@ def auth_compare(args: argparse.Namespace, cfg: Settings) -> int:
         for rnd_no in range(args.rounds):
             order = list(servers) if rnd_no % 2 == 0 else list(servers)[::-1]
             for name in order:
-                _, port, token = servers[name]
+                proc, port, token = servers[name]
+                ps = psutil.Process(proc.pid)
+                c0 = cpu_s(ps)
                 got, _ = asyncio.run(http_load(port, one_hop, args.requests, args.concurrency, token))
+                cpu[name] += cpu_s(ps) - c0
                 lat[name].extend(got)
                 log(f"round {rnd_no + 1} {name}: p50 {pct(got, 50):.2f} ms, p99 {pct(got, 99):.2f} ms")
     finally:
@@ -514,15 +518,16 @@ def auth_compare(args: argparse.Namespace, cfg: Settings) -> int:
         if not args.keep:
             store.kv.drop_keyspaces()
         store.close()
-    rows = {k: {"n": len(v), "p50_ms": pct(v, 50), "p99_ms": pct(v, 99)} for k, v in lat.items()}
+    rows = {k: {"n": len(v), "p50_ms": pct(v, 50), "p99_ms": pct(v, 99),
+                "server_cpu_us_per_req": cpu[k] * 1e6 / max(1, len(v))} for k, v in lat.items()}
     ratio = rows["auth on"]["p99_ms"] / rows["auth off"]["p99_ms"]
     results = {"config": vars(args) | {"out": str(args.out)}, "latency": rows, "p99_ratio_auth_on_off": ratio,
                "targets": {"1hop_p99_auth/no_auth<=1.1": ratio <= 1.1}}
     print(f"\n### API authentication cost (1-hop GET /v1/edges, limit {lim}, client concurrency "
           f"{args.concurrency}, {args.rounds} interleaved rounds x {args.requests} requests)\n")
-    print("| server | n | p50 ms | p99 ms |\n|---|---:|---:|---:|")
+    print("| server | n | p50 ms | p99 ms | server CPU us/req |\n|---|---:|---:|---:|---:|")
     for k, r in rows.items():
-        print(f"| {k} | {r['n']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+        print(f"| {k} | {r['n']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['server_cpu_us_per_req']:.0f} |")
     print(f"\np99 ratio auth on / off: {ratio:.3f} (target <= 1.1: {'met' if ratio <= 1.1 else 'NOT met'})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
