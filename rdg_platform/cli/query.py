@@ -15,6 +15,8 @@ query_app = typer.Typer(help="Query the graph through the HTTP query service (se
                         no_args_is_help=True)
 
 UrlOpt = Annotated[str | None, typer.Option("--url", help="Service base URL (default: RDG_API_URL)")]
+AsOfOpt = Annotated[int | None, typer.Option("--as-of", help="The graph as it was at this epoch ms (from the live "
+                                                            "store when exact, else the Iceberg history)")]
 
 
 def _client(url: str | None) -> GraphClient:
@@ -40,11 +42,12 @@ def _fail(exc: Exception) -> typer.Exit:
 @query_app.command("node")
 def node(node_type: Annotated[str, typer.Argument(help="Node type, e.g. account")],
          node_id: Annotated[str, typer.Argument(help="Node id")],
+         as_of: AsOfOpt = None,
          url: UrlOpt = None) -> None:
     """Print one node as JSON (exit 3 when it does not exist)."""
     try:
         with _client(url) as c:
-            n = c.node(node_type, node_id)
+            n = c.node(node_type, node_id, as_of)
     except Exception as exc:
         raise _fail(exc) from None
     if n is None:
@@ -62,15 +65,19 @@ def edges(edge_type: Annotated[str, typer.Argument(help="Edge type, e.g. logged_
           order: Annotated[str, typer.Option(help="latest (newest first) or any")] = "latest",
           page_token: Annotated[str | None, typer.Option(help="Continue from a previous page")] = None,
           all_pages: Annotated[bool, typer.Option("--all", help="Follow page tokens and print every edge")] = False,
+          as_of: AsOfOpt = None,
+          include_expired: Annotated[bool, typer.Option(
+              "--include-expired", help="Also edges whose TTL has passed (from the history)")] = False,
           url: UrlOpt = None) -> None:
     """List a node's edges of one type as JSON."""
     try:
         with _client(url) as c:
             if all_pages:
-                _print({"edges": list(c.iter_edges(edge_type, node_id, direction, limit, since, order)),
+                _print({"edges": list(c.iter_edges(edge_type, node_id, direction, limit, since, order, as_of,
+                                                   include_expired)),
                         "next_page_token": None})
             else:
-                _print(c.edges(edge_type, node_id, direction, limit, since, order, page_token))
+                _print(c.edges(edge_type, node_id, direction, limit, since, order, page_token, as_of, include_expired))
     except Exception as exc:
         raise _fail(exc) from None
 
@@ -115,11 +122,12 @@ def traverse(start_type: Annotated[str, typer.Argument(help="Start node type")],
                  "--hop", help="edge[:direction[:limit[:lookback[:order]]]], repeat for up to 4 hops, "
                                "e.g. --hop has_profile --hop started_watching:out:10:30d:latest")],
              include_nodes: Annotated[bool, typer.Option(help="Include the nodes each hop reaches")] = False,
+             as_of: AsOfOpt = None,
              url: UrlOpt = None) -> None:
     """Run a multi-hop traversal and print the levels as JSON."""
     hops = [parse_hop(h) for h in hop]
     try:
         with _client(url) as c:
-            _print(c.traverse(start_type, start_id, hops, include_nodes))
+            _print(c.traverse(start_type, start_id, hops, include_nodes, as_of))
     except Exception as exc:
         raise _fail(exc) from None

@@ -261,6 +261,7 @@ def _files_per_day(table: Table) -> Counter[int]:
 def compact(table: Table, min_files: int = 2) -> CompactResult:
     """Rewrite every day holding ``min_files`` or more data files as one file sorted by (origin, updated_at)."""
     res = CompactResult()
+    table.refresh()  # the table's current files, not those of when it was loaded
     per_day = _files_per_day(table)
     res.files_before = sum(per_day.values())
     for day, n in sorted(per_day.items()):

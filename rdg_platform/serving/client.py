@@ -53,17 +53,24 @@ class GraphClient:
     def health(self) -> dict[str, Any]:
         return self._check(self._http.get("/healthz"))  # type: ignore[no-any-return]
 
-    def node(self, node_type: str, node_id: str) -> dict[str, Any] | None:
-        """The node, or None when it does not exist."""
-        r = self._http.get(f"/v1/nodes/{_seg(node_type)}/{_seg(node_id)}")
+    def node(self, node_type: str, node_id: str, as_of: int | None = None) -> dict[str, Any] | None:
+        """The node (as of ``as_of`` epoch ms when given), or None when it does not exist (then)."""
+        r = self._http.get(f"/v1/nodes/{_seg(node_type)}/{_seg(node_id)}",
+                           params={"as_of": as_of} if as_of is not None else None)
         if r.status_code == 404 and "not found" in r.text:
             return None
         return self._check(r)  # type: ignore[no-any-return]
 
     def edges(self, edge_type: str, node_id: str, direction: str = "out", limit: int = 100,
-              since_ms: int | None = None, order: str = "latest", page_token: str | None = None) -> dict[str, Any]:
-        """One page: ``{"edges": [...], "next_page_token": str | None}``."""
+              since_ms: int | None = None, order: str = "latest", page_token: str | None = None,
+              as_of: int | None = None, include_expired: bool = False) -> dict[str, Any]:
+        """One page: ``{"edges": [...], "next_page_token": str | None}`` (as of ``as_of`` epoch ms, and with
+        edges whose TTL has passed when ``include_expired``; such answers carry ``source``)."""
         params: dict[str, Any] = {"direction": direction, "limit": limit, "order": order}
+        if as_of is not None:
+            params["as_of"] = as_of
+        if include_expired:
+            params["include_expired"] = "true"
         if since_ms is not None:
             params["since"] = since_ms
         if page_token:
@@ -76,21 +83,25 @@ class GraphClient:
                                           params={"direction": direction}))
 
     def iter_edges(self, edge_type: str, node_id: str, direction: str = "out", page_size: int = 1000,
-                   since_ms: int | None = None, order: str = "any") -> Iterator[dict[str, Any]]:
+                   since_ms: int | None = None, order: str = "any", as_of: int | None = None,
+                   include_expired: bool = False) -> Iterator[dict[str, Any]]:
         """Every edge, following page tokens."""
         token: str | None = None
         while True:
-            page = self.edges(edge_type, node_id, direction, page_size, since_ms, order, token)
+            page = self.edges(edge_type, node_id, direction, page_size, since_ms, order, token, as_of, include_expired)
             yield from page["edges"]
             token = page.get("next_page_token")
             if not token:
                 return
 
     def traverse(self, start_type: str, start_id: str, hops: Sequence[Mapping[str, Any]],
-                 include_nodes: bool = False) -> dict[str, Any]:
-        """``hops``: dicts with ``edge`` and optional ``direction``, ``limit``, ``lookback``, ``order``."""
-        body = {"start": {"type": start_type, "id": start_id}, "hops": [dict(h) for h in hops],
-                "include_nodes": include_nodes}
+                 include_nodes: bool = False, as_of: int | None = None) -> dict[str, Any]:
+        """``hops``: dicts with ``edge`` and optional ``direction``, ``limit``, ``lookback``, ``order``;
+        ``as_of`` (epoch ms): the graph as it was then."""
+        body: dict[str, Any] = {"start": {"type": start_type, "id": start_id}, "hops": [dict(h) for h in hops],
+                                "include_nodes": include_nodes}
+        if as_of is not None:
+            body["as_of"] = as_of
         return self._check(self._http.post("/v1/traverse", json=body))  # type: ignore[no-any-return]
 
 

@@ -12,6 +12,10 @@ the expired edges.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +37,7 @@ from rdg_platform.local_services.credentials import load_or_create
 from rdg_platform.model import GraphSpec
 from rdg_platform.model.mapping import compile_mapping
 from rdg_platform.serving.app import create_app
+from rdg_platform.serving.client import GraphClient
 from rdg_platform.settings import Settings
 from tests.support.kv import isolated_spec, unique_keyspace
 from tests.support.serving import serve_in_thread
@@ -190,3 +195,21 @@ def test_include_expired_returns_expired_edges(world: World) -> None:
     assert body["edges"][0]["properties"]["country"] == "DE"
     r = world.get(f"/v1/edges/logged_in_from/{ACC}", include_expired="true", direction="in")
     assert r.status_code == 200 and r.json()["edges"] == []  # an account has no in-edges of this type
+
+
+def test_client_and_cli_as_of(world: World) -> None:
+    t, recorded = world.recorded[0]
+    with GraphClient(world.url, world.token) as c:
+        page = c.edges("logged_in_from", ACC, as_of=t)
+        node = c.node("account", ACC, as_of=t)
+        trav = c.traverse("account", ACC, TRAVERSE["hops"], True, as_of=t)  # type: ignore[arg-type]
+    assert page.pop("source") == "history" and page == recorded["edges"]
+    assert node is not None and node.pop("source") in ("live", "history") and node == recorded["node"]
+    assert trav.pop("source") == "history" and trav == recorded["traverse"]
+    env = {**os.environ, "RDG_API_TOKEN": world.token}
+    rdg = str(Path(sys.executable).with_name("rdg"))
+    out = subprocess.run([rdg, "query", "edges", "logged_in_from", ACC,
+                          "--as-of", str(t), "--url", world.url], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    assert body.pop("source") == "history" and body == recorded["edges"]

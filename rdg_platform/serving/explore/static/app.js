@@ -43,6 +43,8 @@
       { selector: "edge.expired", style: { "line-style": "dashed", "line-color": "#ccc" } },
     ],
     layout: { name: "grid" },
+    maxZoom: 1.2,  // a small neighbourhood stays at reading size instead of filling the screen
+    minZoom: 0.2,
   });
   window.cy = cy;
 
@@ -106,7 +108,8 @@
           }
         }
       }
-      cy.layout({ name: "cose", animate: false, randomize: false, nodeRepulsion: 8000, idealEdgeLength: 90 }).run();
+      cy.layout({ name: "cose", animate: false, randomize: false, nodeRepulsion: 8000, idealEdgeLength: 140,
+        padding: 40 }).run();
       renderJourney(journey);
       status(cy.nodes().length + " nodes, " + cy.edges().length + " edges"
         + (state.asOf !== null ? " as of " + fmt(state.asOf) : "") + (source.size ? " (" + [...source].join(", ") + ")" : ""));
@@ -127,7 +130,8 @@
       const sw = document.createElement("span");
       sw.className = "swatch";
       sw.style.background = COLORS[i.dstType] || "#777";
-      const what = i.props && i.props.device_type ? i.dst + " (" + i.props.device_type + ")" : i.dst;
+      const p = i.props || {};
+      const what = i.dst + (p.device_type ? " (" + p.device_type + ")" : p.device_id ? " on " + p.device_id : "");
       li.append(sw, fmt(i.t).slice(5, 16) + " " + i.src + " " + i.edge + " " + what);
       li.dataset.edge = i.edge;
       ol.append(li);
