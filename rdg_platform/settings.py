@@ -211,6 +211,13 @@ class K8sSettings(_Section):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "IfNotPresent", description="image pull policy")
     kubeconfig: Path | None = Field(None, description="kubeconfig; default: in-cluster, else ~/.kube/config")
+    apiserver_port: int = Field(16443, ge=1, le=65535, description="local control plane: kube-apiserver port")
+    etcd_port: int = Field(12379, ge=1, le=65535, description="local control plane: etcd client port")
+    etcd_peer_port: int = Field(12380, ge=1, le=65535, description="local control plane: etcd peer port")
+    controller_manager_port: int = Field(10357, ge=1, le=65535,
+                                         description="local control plane: controller-manager health port")
+    scheduler_port: int = Field(10359, ge=1, le=65535, description="local control plane: scheduler health port")
+    kwok_port: int = Field(10347, ge=1, le=65535, description="local control plane: kwok health port")
 
 
 class DagsterSettings(_Section):

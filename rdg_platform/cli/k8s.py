@@ -26,8 +26,7 @@ k8s_app = typer.Typer(
 
 def _control_plane() -> K8sControlPlane:
     """The control plane of the configured state and cache directories (the one settings lookup)."""
-    cfg = settings()
-    return K8sControlPlane(cfg.state_dir, cfg.cache_dir, echo=typer.echo)
+    return K8sControlPlane.from_settings(settings(), echo=typer.echo)
 
 
 @k8s_app.command()

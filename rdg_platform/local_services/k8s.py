@@ -57,6 +57,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from rdg_platform.local_services.base import port_is_free, port_owner, tail
 from rdg_platform.local_services.manager import ServiceManager, _live
+from rdg_platform.settings import Settings
 
 Echo = Callable[[str], None]
 
@@ -124,6 +125,14 @@ def _quiet(_: str) -> None:
 
 class K8sControlPlane:
     """The local control plane of one state directory, with binaries cached in one cache directory."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, echo: Echo = _quiet) -> K8sControlPlane:
+        """The control plane of ``settings``' state and cache directories, on its ``RDG_K8S_*`` ports."""
+        k = settings.k8s
+        return cls(settings.state_dir, settings.cache_dir, etcd_port=k.etcd_port, etcd_peer_port=k.etcd_peer_port,
+                   apiserver_port=k.apiserver_port, controller_manager_port=k.controller_manager_port,
+                   scheduler_port=k.scheduler_port, kwok_port=k.kwok_port, echo=echo)
 
     def __init__(
         self,

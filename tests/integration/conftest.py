@@ -14,22 +14,15 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Protocol
 
 import pytest
 
 from rdg_platform.local_services.k8s import K8sControlPlane
+from rdg_platform.settings import Settings
 from tests.support.session import session_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = "k8s_control_plane"
-
-
-class _Dirs(Protocol):
-    """The part of the session settings the control plane needs."""
-
-    state_dir: Path
-    cache_dir: Path
 
 
 def _echo(message: str) -> None:
@@ -55,16 +48,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     with capture.global_and_fixture_disabled():
         try:
             _ensure_etcd()
-            K8sControlPlane(cfg.state_dir, cfg.cache_dir, echo=_echo).ensure_binaries()
+            K8sControlPlane.from_settings(cfg, echo=_echo).ensure_binaries()
         except Exception as exc:  # reported again by the fixture, in each test that needs it
             _echo(f"preparing the control plane failed; tests that need it will fail: {exc}")
 
 
 @pytest.fixture(scope="session")
-def k8s_control_plane(request: pytest.FixtureRequest, cfg: _Dirs) -> K8sControlPlane:
+def k8s_control_plane(request: pytest.FixtureRequest, cfg: Settings) -> K8sControlPlane:
     """A running, healthy local control plane (etcd, apiserver, controller-manager, scheduler, kwok)."""
     capture = request.config.pluginmanager.getplugin("capturemanager")
-    plane = K8sControlPlane(cfg.state_dir, cfg.cache_dir, echo=_echo)
+    plane = K8sControlPlane.from_settings(cfg, echo=_echo)
     with capture.global_and_fixture_disabled():
         _ensure_etcd()
         plane.up()

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from rdg_platform.cli.k8s import k8s_app
 from rdg_platform.local_services.k8s import COMPONENTS, NODE_NAME, K8sControlPlane
+from rdg_platform.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -126,14 +127,13 @@ def test_deployment_runs_to_ready_and_scales(api: k8s.ApiClient, namespace: str)
     assert apps.read_namespaced_deployment_scale("echo", namespace).spec.replicas == 1
 
 
-def test_status_reports_every_component_healthy(k8s_control_plane: K8sControlPlane) -> None:
+def test_status_reports_every_component_healthy(k8s_control_plane: K8sControlPlane, cfg: Settings) -> None:
     statuses = k8s_control_plane.status()
     assert list(statuses) == list(COMPONENTS)
     for name, st in statuses.items():
         assert st.healthy and st.state == "running" and st.pid, (name, st)
-    # The CLI finds the same control plane through the state and cache dirs in its settings.
-    env = {"RDG_STATE_DIR": str(k8s_control_plane.state_dir), "RDG_CACHE_DIR": str(k8s_control_plane.cache_dir)}
-    result = CliRunner().invoke(k8s_app, ["status"], env=env)
+    # The CLI finds the same control plane through its settings (state dir, cache dir, RDG_K8S_* ports).
+    result = CliRunner().invoke(k8s_app, ["status"], env=cfg.child_env())
     assert result.exit_code == 0, result.output
     for name in COMPONENTS:
         assert name in result.output

@@ -24,6 +24,12 @@ TEST_SESSION_ENV: dict[str, str] = {
     "RDG_DAGSTER_PORT": "13000",
     "RDG_STREAMING_METRICS_BASE_PORT": "19300",
     "RDG_CASSANDRA_KEYSPACE": "rdg_test",
+    "RDG_K8S_APISERVER_PORT": "26443",
+    "RDG_K8S_ETCD_PORT": "22379",
+    "RDG_K8S_ETCD_PEER_PORT": "22380",
+    "RDG_K8S_CONTROLLER_MANAGER_PORT": "20357",
+    "RDG_K8S_SCHEDULER_PORT": "20359",
+    "RDG_K8S_KWOK_PORT": "20347",
 }
 
 # The local services' port settings (what an isolated instance must move).
