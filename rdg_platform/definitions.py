@@ -21,7 +21,7 @@ from rdg_platform.resources import PlatformResources, platform_resources
 from rdg_platform.settings import Settings, load_settings
 
 # Order = how the UI lists them; each is rdg_platform.assets.<domain>.
-DOMAINS: tuple[str, ...] = ("archive", "backfill", "rebuild", "maintenance", "streaming_control", "quality", "dbt", "erasure", "dlq")
+DOMAINS: tuple[str, ...] = ("archive", "backfill", "rebuild", "maintenance", "streaming_control", "quality", "dbt", "erasure", "dlq", "history")
 _LISTS = ("assets", "asset_checks", "jobs", "schedules", "sensors")
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote
 
 import httpx
 import typer
@@ -200,6 +201,8 @@ def demo(
         typer.echo(f"  Dagster UI: {dagster_url}")
     typer.echo("  rdg generate --members 1000 --rate 1000   (more traffic)")
     typer.echo("  rdg demo --stop        (stop everything)")
+    typer.secho(f"\nExplorer (paste the token from `rdg env --role reader`, RDG_API_TOKEN):\n"
+                f"  {api_url}/explore?type=account&id={quote(account_id, safe='')}", bold=True)
 
 
 def _wait_for_graph(cfg: Settings, account_id: str, login_ms: int, timeout_s: float = 180.0) -> None:
