@@ -148,6 +148,20 @@ def test_traversal_over_budget_is_truncated_by_budget(store: GraphStore, cfg: Se
     assert levels[2] == {"hop": 3, "edges": [], "truncated": True, "truncated_by": ["budget"]}
 
 
+def test_traversal_past_its_deadline_is_truncated_by_deadline(store: GraphStore, cfg: Settings) -> None:
+    """A 1 ms deadline: three hops over 10 + 100 + 100 edges cannot all be read in time. Once a level
+    is cut by the deadline, every later one is empty and says so."""
+    rushed = cfg.model_copy(update={"api": cfg.api.model_copy(update={"request_deadline_ms": 1})})
+    three = {**TRAVERSE, "hops": [*TRAVERSE["hops"], {"edge": "started_watching", "direction": "in"}]}  # type: ignore[list-item]
+    with serve_in_thread(create_app(store.spec, store=store, settings=rushed)) as base:
+        levels = _traverse(base, bearer(_tokens(cfg)["reader"]), three)
+    cut = [i for i, lv in enumerate(levels) if "deadline" in lv["truncated_by"]]
+    assert cut, levels
+    assert all(lv["truncated"] and lv["truncated_by"] == ["deadline"] and lv["edges"] == []
+               for lv in levels[cut[0] + 1:])
+    assert sum(len(lv["edges"]) for lv in levels) < 210
+
+
 def test_limit_and_lookback_are_reported(url: str, cfg: Settings) -> None:
     h = bearer(_tokens(cfg)["reader"])
     lv = _traverse(url, h, {"start": {"type": "account", "id": "hub"}, "hops": [{"edge": "has_profile", "limit": 4}]})
