@@ -86,7 +86,8 @@ def check_subject(subject_type: str, subject_id: str) -> None:
     """Raise ValueError naming the problem when the subject cannot be erased."""
     if subject_type not in SUBJECT_TYPES:
         raise ValueError(f"type must be one of {list(SUBJECT_TYPES)}, not {subject_type!r}")
-    if not subject_id or len(subject_id) > MAX_ID_LEN or not subject_id.isprintable():
+    # The API's id rule (serving.traversal.ID_PATTERN): 1-256 characters, no control characters.
+    if not subject_id or len(subject_id) > MAX_ID_LEN or any(c < " " or c == "\x7f" for c in subject_id):
         raise ValueError("id must be 1-256 printable characters")
 
 

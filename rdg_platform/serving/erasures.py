@@ -25,6 +25,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from rdg_platform.erasure import ErasureEngine, ErasureTablesMissing
+from rdg_platform.erasure.engine import check_subject
 from rdg_platform.kv.graph_store import GraphStore
 from rdg_platform.serving.auth import require_scope
 from rdg_platform.serving.traversal import ID_PATTERN
@@ -117,9 +118,14 @@ def erasure_router(store: GraphStore, settings: Settings) -> APIRouter:
     async def call(fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
 
-    @router.post("/v1/erasures", status_code=202, response_model=ErasureAccepted, responses=errors,
+    @router.post("/v1/erasures", status_code=202, response_model=ErasureAccepted,
+                 responses={**errors, 422: {"description": "The subject cannot be erased (type or id)"}},
                  summary="Erase a member (account, profiles, exclusive devices, their edges, archive rows)")
     async def post_erasure(req: ErasureRequest, background: BackgroundTasks) -> Response:
+        try:
+            check_subject(req.type, req.id)  # the engine's own rule (stricter than the schema's pattern)
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 422)
         try:
             engine = await call(state.engine)
             st = await call(engine.request, req.type, req.id)
@@ -129,7 +135,8 @@ def erasure_router(store: GraphStore, settings: Settings) -> APIRouter:
             background.add_task(state.run, st.erasure_id)
         return _json({"erasure_id": st.erasure_id, "status": st.status, "erasure_time_ms": st.erasure_time_ms}, 202)
 
-    @router.get("/v1/erasures/{erasure_id}", response_model=ErasureStatusBody, responses=errors,
+    @router.get("/v1/erasures/{erasure_id}", response_model=ErasureStatusBody,
+                responses={**errors, 404: {"description": "No erasure with this id"}},
                 summary="An erasure's status and counts")
     async def get_erasure(erasure_id: ErasureIdPath) -> Response:
         try:

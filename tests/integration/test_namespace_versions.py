@@ -77,8 +77,10 @@ def test_graph_store_and_api_follow_a_version_switch(base_spec: GraphSpec, cfg: 
     try:
         assert _plan(reader) == "v1" and _devices(reader) == ["dev1"]
 
-        with serve_in_thread(create_app(store=api_store)) as url, \
-                httpx.Client(base_url=url, timeout=10) as http:
+        assert cfg.api.token is not None
+        auth = {"Authorization": f"Bearer {cfg.api.token.get_secret_value()}"}
+        with serve_in_thread(create_app(store=api_store, settings=cfg)) as url, \
+                httpx.Client(base_url=url, timeout=10, headers=auth) as http:
             def api_plan() -> Any:
                 r = http.get("/v1/nodes/account/acc1")
                 return r.json()["properties"]["plan"] if r.status_code == 200 else r.status_code

@@ -87,7 +87,7 @@ def read_topic_since(kafka: KafkaSettings, topic: str, since_ms: int, timeout_s:
         c.close()
 
 
-def test_journey_dedup_enrichment_dlq_and_every_good_record(pipe: LocalPipeline, store: GraphStore,
+def test_journey_dedup_enrichment_dlq_and_every_good_record(pipe: LocalPipeline, store: GraphStore, cfg: Settings,
                                                              serde: AvroSerde) -> None:
     run = uuid.uuid4().hex[:8]
     t0 = int(time.time() * 1000)
@@ -112,8 +112,10 @@ def test_journey_dedup_enrichment_dlq_and_every_good_record(pipe: LocalPipeline,
     from rdg_platform.serving.app import create_app
     from tests.support.serving import serve_in_thread
 
-    with serve_in_thread(create_app(pipe.spec, store=store, settings=pipe.settings)) as url:
-        r = httpx.post(f"{url}/v1/traverse", json={
+    assert cfg.api.token is not None
+    with serve_in_thread(create_app(pipe.spec, store=store, settings=cfg)) as url:
+        r = httpx.post(f"{url}/v1/traverse", headers={"Authorization": f"Bearer {cfg.api.token.get_secret_value()}"},
+                       json={
             "start": {"type": "account", "id": f"acc-{run}-1"},
             "hops": [{"edge": "has_profile", "direction": "out"}, {"edge": "started_watching", "direction": "out"}],
             "include_nodes": True}, timeout=10)

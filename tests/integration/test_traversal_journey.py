@@ -19,6 +19,9 @@ from tests.support.serving import serve_in_thread
 
 pytestmark = pytest.mark.integration
 
+# The session's admin token, sent with every raw HTTP call (set by the ``url`` fixture).
+AUTH: dict[str, str] = {}
+
 NOW = int(time.time() * 1000)
 H = 3_600_000
 D = 24 * H
@@ -48,7 +51,9 @@ def url(services: object, cfg: Settings) -> Iterator[str]:
         e("started_watching", "p2", "t3", {"position_ms": 30}, NOW - 2 * H),
         e("started_watching", "p2", "t1", {"position_ms": 40}, NOW - 10 * D),
     ])
-    app = create_app(spec, store=store)
+    app = create_app(spec, store=store, settings=cfg)
+    assert cfg.api.token is not None
+    AUTH["Authorization"] = f"Bearer {cfg.api.token.get_secret_value()}"
     with serve_in_thread(app) as base:
         yield base
     store.kv.drop_keyspaces()
@@ -57,7 +62,7 @@ def url(services: object, cfg: Settings) -> Iterator[str]:
 
 def trav(url: str, start: tuple[str, str], hops: list[dict[str, Any]], include_nodes: bool = False) -> dict[str, Any]:
     r = httpx.post(f"{url}/v1/traverse", json={"start": {"type": start[0], "id": start[1]}, "hops": hops,
-                                                "include_nodes": include_nodes})
+                                                "include_nodes": include_nodes}, headers=AUTH)
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     return body
@@ -116,12 +121,13 @@ def test_dead_ends_and_missing_start(url: str) -> None:
     assert body == {"levels": [{"hop": 1, "edges": [], "nodes": []}, {"hop": 2, "edges": [], "nodes": []}]}
 
 
-def test_python_client_and_cli(url: str) -> None:
+def test_python_client_and_cli(url: str, cfg: Settings) -> None:
     from typer.testing import CliRunner
 
     from rdg_platform.cli.query import query_app
 
-    with GraphClient(url) as c:
+    token = AUTH["Authorization"].removeprefix("Bearer ")
+    with GraphClient(url, token) as c:
         assert c.health()["status"] == "ok"
         assert c.node("account", "acc1")["properties"]["plan"] == "premium"  # type: ignore[index]
         assert c.node("account", "nobody") is None
@@ -129,7 +135,7 @@ def test_python_client_and_cli(url: str) -> None:
         assert [e["dst"] for e in c.iter_edges("logged_in_from", "acc1", page_size=1)] == ["dev1", "dev2", "dev3"]
         t = c.traverse("account", "acc1", [{"edge": "has_profile", "limit": 1}])
         assert dsts(t["levels"][0]) == ["p1"]
-    runner = CliRunner()
+    runner = CliRunner(env=cfg.child_env())  # rdg query sends the session's (admin) token
     res = runner.invoke(query_app, ["node", "account", "acc1", "--url", url])
     assert res.exit_code == 0 and '"premium"' in res.output
     res = runner.invoke(query_app, ["edges", "logged_in_from", "acc1", "--limit", "1", "--all", "--url", url])
