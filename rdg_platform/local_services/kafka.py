@@ -24,6 +24,7 @@ from rdg_platform.local_services.credentials import (
     load_or_create,
 )
 from rdg_platform.local_services.fetch import KAFKA_VERSION
+from rdg_platform.settings import Settings
 from rdg_platform.topology import dlq_topic, graph_topic
 
 if TYPE_CHECKING:
@@ -137,6 +138,13 @@ class KafkaService(Service):
 
     name = "kafka"
 
+    def __init__(self, settings: Settings, *, benchmark_plaintext_port: int | None = None) -> None:
+        """``benchmark_plaintext_port``: for ``benchmarks/bench_security.py`` only, which measures what
+        SCRAM costs against the same broker: an extra PLAINTEXT listener on loopback whose anonymous
+        principal is a super user. Nothing in the platform sets it."""
+        super().__init__(settings)
+        self.benchmark_plaintext_port = benchmark_plaintext_port
+
     @property
     def port(self) -> int:
         return self.settings.kafka.port
@@ -146,7 +154,10 @@ class KafkaService(Service):
         return self.settings.kafka.bind_host
 
     def ports(self) -> dict[str, int]:
-        return {"broker": self.settings.kafka.port, "controller": self.settings.kafka.controller_port}
+        ports = {"broker": self.settings.kafka.port, "controller": self.settings.kafka.controller_port}
+        if self.benchmark_plaintext_port is not None:
+            ports["benchmark plaintext"] = self.benchmark_plaintext_port
+        return ports
 
     @property
     def properties_file(self) -> Path:
@@ -208,6 +219,12 @@ class KafkaService(Service):
             "background.threads": "2",
             "log.retention.hours": "168",
         }
+        if self.benchmark_plaintext_port is not None:
+            bench = f"BENCH://127.0.0.1:{self.benchmark_plaintext_port}"
+            props["listeners"] += "," + bench
+            props["advertised.listeners"] += "," + bench
+            props["listener.security.protocol.map"] += ",BENCH:PLAINTEXT"
+            props["super.users"] += ";User:ANONYMOUS"
         return "".join(f"{key}={value}\n" for key, value in props.items())
 
     def prepare(self, jars: Path) -> None:
