@@ -27,9 +27,8 @@ from rdg_platform.kafka_client import client_config, security_config
 from rdg_platform.kv import versions
 from rdg_platform.kv.graph_store import GraphStore
 from rdg_platform.lakehouse.archive import read_archive
-from rdg_platform.lakehouse.backfill import build_lookup
 from rdg_platform.lakehouse.maintenance import data_files_per_hour, referenced_files
-from rdg_platform.model import GraphSpec, map_event
+from rdg_platform.model import GraphSpec
 from rdg_platform.resources import (
     CassandraResource,
     IcebergCatalogResource,
@@ -40,6 +39,7 @@ from rdg_platform.settings import Settings
 from rdg_platform.topology import archive_table, ensure_topics
 from tests.support.kv import isolated_spec, unique_keyspace
 from tests.support.lakehouse import SourceEvent, generate_events, postgres_server
+from tests.support.oracle import updates
 
 pytestmark = pytest.mark.integration
 
@@ -204,13 +204,12 @@ def test_bulk_avro_decode_matches_decode_for_topic_and_evolves(services: object,
 @pytest.fixture(scope="module")
 def live(archived: dict[str, Any], events: list[SourceEvent], iceberg: IcebergCatalogResource,
          cfg: Settings, live_ks: str) -> Iterator[GraphSpec]:
-    """The 'live' graph: every event mapped and written one by one, as the sink would (no merging)."""
+    """The 'live' graph: what every event means (written down by hand in tests/support/oracle.py, not
+    the mapping the backfill runs), written one event at a time as a sink would (no merging)."""
     spec = isolated_spec(live_ks, cfg)
     store = GraphStore.from_spec(spec, cfg.cassandra)
     store.ensure_schema()
-    lookup = build_lookup(iceberg.catalog(), spec)
-    for e in events:
-        store.write(map_event(spec, e.topic, e.value, lookup))
+    store.write(updates((e.topic, e.key, e.value) for e in events))
     yield spec
     store.kv.drop_keyspaces()
     store.close()

@@ -95,7 +95,7 @@ def test_journey_dedup_enrichment_dlq_and_every_good_record(pipe: LocalPipeline,
     cat = catalog_events(run, t0)
     produce_events(pipe.settings.kafka, serde, cat)
     # the catalog reaches Cassandra through its own processors; wait so enrichment has it too
-    assert not wait_graph(store, expected_graph(pipe.spec, cat), 60)
+    assert not wait_graph(store, expected_graph(cat), 60)
     events = journey_events(run, t0, accounts=3, heartbeats=20)
     wrong_schema = serde.encode("catalog.titles", cat[0][2])
     missing = dict(events[0][2], device_id="")
@@ -104,7 +104,7 @@ def test_journey_dedup_enrichment_dlq_and_every_good_record(pipe: LocalPipeline,
            ("member.login", f"bad-{run}-2", serde.encode("member.login", missing))]
     produce_events(pipe.settings.kafka, serde, events, raw=bad)
 
-    expected = expected_graph(pipe.spec, cat + events)
+    expected = expected_graph(cat + events)
     problems = wait_graph(store, expected, 60)
     assert not problems, problems[:10]
 
@@ -174,7 +174,7 @@ def test_quiet_stream_single_event_is_emitted_by_the_clock(pipe: LocalPipeline, 
     ev = journey_events(run, t0, accounts=1, heartbeats=0)[:1]  # one login, then silence
     sent = time.monotonic()
     produce_events(pipe.settings.kafka, serde, ev)
-    assert not wait_graph(store, expected_graph(pipe.spec, ev), 30)
+    assert not wait_graph(store, expected_graph(ev), 30)
     took = time.monotonic() - sent
     assert took <= 2.0 + 3.0, f"single event took {took:.1f}s with a 2 s window"
 
@@ -214,11 +214,11 @@ def test_crash_of_processor_and_sink_mid_stream_gives_the_same_graph(pipe: Local
         cat = catalog_events(run, t0)
         produce_events(pipe.settings.kafka, serde, cat)
         workloads[run] = cat + journey_events(run, t0, accounts=40, heartbeats=15)
-    assert not wait_graph(store, expected_graph(pipe.spec, catalog_events(crash, t0)), 60)
+    assert not wait_graph(store, expected_graph(catalog_events(crash, t0)), 60)
 
     # the baseline run, no crash
     produce_events(pipe.settings.kafka, serde, workloads[base][5:], rate=800)
-    expected = expected_graph(pipe.spec, workloads[base])
+    expected = expected_graph(workloads[base])
     assert not wait_graph(store, expected, 90)
     baseline = read_graph(store, expected.values())
 
@@ -235,7 +235,7 @@ def test_crash_of_processor_and_sink_mid_stream_gives_the_same_graph(pipe: Local
     producer.join()
     _wait_restarted(pipe, "member_playback-processor", p1)
     _wait_restarted(pipe, "sink-edges-activity", p2)
-    expected_crash = expected_graph(pipe.spec, workloads[crash])
+    expected_crash = expected_graph(workloads[crash])
     problems = wait_graph(store, expected_crash, 240)
     assert not problems, problems[:10]
     after = read_graph(store, expected_crash.values())
@@ -251,7 +251,7 @@ def test_cassandra_outage_under_load_loses_nothing(pipe: LocalPipeline, store: G
     t0 = int(time.time() * 1000)
     cat = catalog_events(run, t0)
     produce_events(pipe.settings.kafka, serde, cat)
-    assert not wait_graph(store, expected_graph(pipe.spec, cat), 60)
+    assert not wait_graph(store, expected_graph(cat), 60)
     events = journey_events(run, t0, accounts=60, heartbeats=10)
     producer = threading.Thread(target=produce_events, args=(pipe.settings.kafka, serde, events, 40.0))
     producer.start()
@@ -262,7 +262,7 @@ def test_cassandra_outage_under_load_loses_nothing(pipe: LocalPipeline, store: G
     finally:
         services.up(["cassandra"])
     producer.join()
-    expected = expected_graph(pipe.spec, cat + events)
+    expected = expected_graph(cat + events)
     problems = wait_graph(store, expected, 180)
     assert not problems, problems[:10]
     states = pipe.supervisor.status()

@@ -27,14 +27,14 @@ from confluent_kafka import Producer
 from rdg_platform.avro import AvroSerde
 from rdg_platform.kafka_client import client_config
 from rdg_platform.kv import GraphStore, KVError
-from rdg_platform.model.lww import KeyState, state_of
-from rdg_platform.model.mapping import GraphRecord, map_event
+from rdg_platform.model.mapping import GraphRecord
 from rdg_platform.model.spec import GraphSpec
 from rdg_platform.settings import KafkaSettings, Settings, load_settings
 from rdg_platform.streaming.apps import app_specs
 from rdg_platform.streaming.runtime import provision_topics, wait_groups_assigned
 from rdg_platform.streaming.supervisor import AppSupervisor
 from tests.support.kv import isolated_spec, unique_keyspace
+from tests.support.oracle import expected_state
 
 Event = tuple[str, str, dict[str, Any]]  # (topic, key, Avro record)
 
@@ -151,23 +151,10 @@ def journey_events(run: str, t0: int, accounts: int = 3, heartbeats: int = 20, n
     return out
 
 
-def expected_graph(spec: GraphSpec, events: Iterable[Event]) -> dict[str, GraphRecord]:
-    """The graph the pipeline must converge to: map every event (catalog as enrichment), exact
-    per-property LWW per key (the state Cassandra holds after writing every record)."""
-    evs = list(events)
-    catalog: dict[tuple[str, str], Mapping[str, Any]] = {}
-    for topic, _key, rec in evs:
-        if spec.sources[topic].kind == "side_input":
-            catalog[(topic, str(rec[spec.sources[topic].key]))] = rec
-    states: dict[str, KeyState] = {}
-    for topic, _key, rec in evs:
-        for r in map_event(spec, topic, rec, lambda t, k: catalog.get((t, k))):
-            st = states.get(r.dedup_key)
-            if st is None:
-                states[r.dedup_key] = state_of(r)
-            else:
-                st.add(r)
-    return {k: st.merged() for k, st in states.items()}
+def expected_graph(events: Iterable[Event]) -> dict[str, GraphRecord]:
+    """The graph the pipeline must converge to: what the events mean (:mod:`tests.support.oracle`,
+    written down by hand, not the mapping the apps run), last write wins per property."""
+    return expected_state(events)
 
 
 def read_graph(store: GraphStore, keys: Iterable[GraphRecord]) -> dict[str, GraphRecord]:
