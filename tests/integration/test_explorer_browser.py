@@ -27,11 +27,11 @@ from rdg_platform.lakehouse.archive import archive_records
 from rdg_platform.lakehouse.catalog import CatalogConfig
 from rdg_platform.lakehouse.kafka_window import WindowRecord
 from rdg_platform.local_services.credentials import load_or_create
-from rdg_platform.model.mapping import compile_mapping
 from rdg_platform.serving.app import create_app
 from rdg_platform.serving.explore import CYTOSCAPE
 from rdg_platform.settings import Settings
 from tests.support.kv import isolated_spec, unique_keyspace
+from tests.support.oracle import updates
 from tests.support.serving import serve_in_thread
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,7 @@ def explorer(services: object, cfg: Settings, tmp_path_factory: pytest.TempPathF
     catalog = cat_cfg.load()
     start = (T_PHONE // H) * H
     for i, (topic, ev) in enumerate(EVENTS):
-        store.write(compile_mapping(spec, topic).map(ev))  # what the processor maps and the sink writes
+        store.write(updates([(topic, ACC, ev)]))  # what the event means (the hand-written oracle)
         rec = WindowRecord(0, i, ev["event_time"], ACC.encode(), json.dumps(ev).encode())
         archive_records(catalog, topic, spec.sources[topic].schema, lambda b: (1, json.loads(b)), [[rec]],
                         start, NOW + 1)

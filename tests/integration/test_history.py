@@ -35,11 +35,11 @@ from rdg_platform.lakehouse.archive import archive_window, read_archive
 from rdg_platform.lakehouse.catalog import CatalogConfig
 from rdg_platform.local_services.credentials import load_or_create
 from rdg_platform.model import GraphSpec
-from rdg_platform.model.mapping import compile_mapping
 from rdg_platform.serving.app import create_app
 from rdg_platform.serving.client import GraphClient
 from rdg_platform.settings import Settings
 from tests.support.kv import isolated_spec, unique_keyspace
+from tests.support.oracle import updates
 from tests.support.serving import serve_in_thread
 
 pytestmark = pytest.mark.integration
@@ -105,7 +105,6 @@ def world(services: object, cfg: Settings, tmp_path_factory: pytest.TempPathFact
     admin = AdminClient(client_config(cfg.kafka))
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
     token = load_or_create(cfg.state_dir).api_tokens["reader"]
-    mapper = compile_mapping(spec, "member.login")
     app = create_app(spec, store=store, settings=s)
     try:
         with AvroSerde.from_settings(cfg.registry, schemas={topic: spec.sources["member.login"].schema}) as serde, \
@@ -116,7 +115,7 @@ def world(services: object, cfg: Settings, tmp_path_factory: pytest.TempPathFact
             for i, (dev, dtype, country) in enumerate(LOGINS):
                 ts = int(time.time() * 1000)
                 ev = _login(i, dev, dtype, country, ts)
-                store.write(mapper.map(ev))  # what the processor maps and the sink writes
+                store.write(updates([("member.login", ACC, ev)]))  # what the login means (the oracle)
                 prod.produce(topic, key=ACC.encode(), value=serde.encode(topic, ev), timestamp=ts)
                 w.last_write = ts
                 time.sleep(0.3)
