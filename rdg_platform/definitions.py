@@ -12,17 +12,15 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Sequence
-from typing import Any
 
 from dagster import Definitions
 
-from rdg_platform.local_services.credentials import local_role_settings, switch_role
+from rdg_platform.local_services.credentials import local_role_settings
 from rdg_platform.resources import PlatformResources, platform_resources
 from rdg_platform.settings import Settings, load_settings
 
 # Order = how the UI lists them; each is rdg_platform.assets.<domain>.
 DOMAINS: tuple[str, ...] = ("archive", "backfill", "rebuild", "maintenance", "streaming_control", "quality", "dbt", "erasure", "dlq", "history")
-_LISTS = ("assets", "asset_checks", "jobs", "schedules", "sensors")
 
 
 def domain_definitions(name: str, settings: Settings, resources: PlatformResources) -> Definitions:
@@ -35,26 +33,7 @@ def domain_definitions(name: str, settings: Settings, resources: PlatformResourc
         if not isinstance(built, Definitions):
             raise TypeError(f"rdg_platform.assets.{name}.defs returned {type(built).__name__}, not Definitions")
         return built
-    if name == "streaming_control":
-        return _streaming_control_lists(mod, settings)
     raise TypeError(f"rdg_platform.assets.{name} has no defs(settings) function")
-
-
-def _streaming_control_lists(mod: Any, settings: Settings) -> Definitions:
-    """The streaming control domain while it still exposes module-level lists: wrapped here, with its
-    launcher resource, until it owns a ``defs(settings)`` like the other domains."""
-    from rdg_platform.assets.streaming_control.resource import StreamingLauncherResource
-
-    if settings.env == "prod":
-        launcher = StreamingLauncherResource(settings, kind="kubernetes", env_secret="rdg-platform-secrets",
-                                             service_account="rdg-streaming", lag_alert_threshold=500_000,
-                                             lag_timeout_s=5.0)
-    else:  # local processes run as the app role, not as the admin these definitions act as
-        launcher = StreamingLauncherResource(switch_role(settings, "app"), kind="local")
-    lists = {k: list(getattr(mod, k, []) or []) for k in _LISTS}
-    return Definitions(assets=lists["assets"], asset_checks=lists["asset_checks"], jobs=lists["jobs"],
-                       schedules=lists["schedules"], sensors=lists["sensors"],
-                       resources={"streaming_launcher": launcher})
 
 
 def build_definitions(settings: Settings, domains: Sequence[str] = DOMAINS) -> Definitions:

@@ -1,5 +1,6 @@
 """``rdg k8s up|down|status``: the local Kubernetes control plane (etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler and kwok simulating one node).
+kube-controller-manager, kube-scheduler and kwok simulating one node); ``rdg k8s deploy|render``:
+the platform's objects from a values file, through the one renderer Dagster's launcher uses.
 
 Exit codes: 0 on success; 1 when the control plane cannot be built or started, or (for ``status``)
 when any component is not running and healthy, so scripts and CI can gate on ``rdg k8s status``.
@@ -8,6 +9,7 @@ when any component is not running and healthy, so scripts and CI can gate on ``r
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -77,3 +79,75 @@ def status(
         typer.echo(f"kubeconfig: {plane.kubeconfig_path}")
     if not all(st.healthy for st in statuses.values()):
         raise typer.Exit(1)
+
+
+ValuesOpt = Annotated[Path, typer.Option("--values", "-f", help="Values file, e.g. deploy/values/local.yaml.")]
+NamespaceOpt = Annotated[
+    str | None, typer.Option("--namespace", "-n", help="Override the values' namespace (e.g. a test namespace).")]
+
+
+def _render(values: Path, namespace: str | None) -> list[dict[str, object]]:
+    from rdg_platform.launcher.manifests import ManifestError, load_values, render
+
+    try:
+        v = load_values(values)
+        return render(v.with_namespace(namespace) if namespace else v)
+    except ManifestError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _kubeconfig(explicit: Path | None) -> Path:
+    """--kubeconfig, else RDG_K8S_KUBECONFIG, else the local control plane's, else ~/.kube/config."""
+    if explicit is not None:
+        return explicit
+    s = settings()
+    if s.k8s.kubeconfig is not None:
+        return s.k8s.kubeconfig
+    local = K8sControlPlane.from_settings(s).kubeconfig_path
+    return local if local.is_file() else Path.home() / ".kube" / "config"
+
+
+@k8s_app.command()
+def render(values: ValuesOpt, namespace: NamespaceOpt = None) -> None:
+    """Print every object `deploy` would apply, as YAML (for review or GitOps); touches no cluster."""
+    from rdg_platform.launcher.manifests import to_yaml
+
+    typer.echo(to_yaml(_render(values, namespace)), nl=False)
+
+
+@k8s_app.command()
+def deploy(
+    values: ValuesOpt,
+    namespace: NamespaceOpt = None,
+    kubeconfig: Annotated[Path | None, typer.Option(
+        "--kubeconfig", help="Default: RDG_K8S_KUBECONFIG, else the local control plane's, else ~/.kube/config.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Server-side dry run: validated, nothing stored.")] = False,
+    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for every Deployment to be Available "
+                                                     "(0: do not wait).")] = 0.0,
+) -> None:
+    """Server-side apply the platform (field manager rdg-platform): namespace, RBAC, settings
+    ConfigMap, NetworkPolicies, the graph API, Dagster and one Deployment per streaming app.
+
+    Re-applying never scales a running app back: an app keeps its current replicas (Dagster's scale
+    job owns them), other Deployments keep the larger of current and values. Secrets are not
+    created here: see README "Deploying to Kubernetes". Exit 1 when the cluster refuses an object
+    or (with --wait) a Deployment does not become Available; 2 on invalid values.
+    """
+    from rdg_platform.launcher.base import LauncherError
+    from rdg_platform.launcher.kubernetes import api_client, apply, wait_available
+
+    objects = _render(values, namespace)
+    path = _kubeconfig(kubeconfig)
+    typer.echo(f"kubeconfig: {path}")
+    try:
+        client = api_client(path)
+        apply(client, objects, dry_run=dry_run, echo=typer.echo)
+        if wait > 0 and not dry_run:
+            ns = str(objects[0]["metadata"]["name"])  # type: ignore[index]
+            names = [str(o["metadata"]["name"]) for o in objects if o["kind"] == "Deployment"]  # type: ignore[index]
+            for name, state in wait_available(client, ns, names, wait).items():
+                typer.echo(f"{name}: {state}")
+    except LauncherError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc

@@ -26,6 +26,7 @@ class AppStatus:
     replicas: int = 0
     desired_replicas: int = 0
     pids: list[int] = field(default_factory=list)
+    pods: list[str] = field(default_factory=list)  # Kubernetes: the app's pods
     detail: str = ""
     expected: bool = False  # the launcher was asked to run it (a stopped app is not expected)
     recovering: bool = False  # not running, but its own supervisor is already bringing it back
@@ -43,6 +44,7 @@ class AppStatus:
         return {"running": self.running, "healthy": self.healthy, "replicas": self.replicas,
                 "desired_replicas": self.desired_replicas, "expected": self.expected,
                 "recovering": self.recovering, "pids": ",".join(map(str, self.pids)),
+                "pods": ",".join(self.pods),
                 "detail": self.detail}
 
 

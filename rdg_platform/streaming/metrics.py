@@ -12,6 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -147,8 +148,20 @@ class AppMetrics:
         self.input_rate.labels(app).set_function(self.rate.rate)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        """Expose ``/metrics`` on ``port`` (a background thread of prometheus_client)."""
-        start_http_server(port, addr=addr, registry=self.registry)
+        """Expose ``/metrics`` on ``port`` (a background thread of prometheus_client), and ``/healthz``
+        (200 ``ok`` while the process serves): the Kubernetes probes' endpoint, which must not render
+        every metric on each probe."""
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        metrics_app = server.get_app()
+        assert metrics_app is not None
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") == "/healthz":
+                start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+                return [b"ok\n"]
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+
+        server.set_app(app)
 
     def value(self, name: str, **labels: str) -> float:
         """Sum of a sample over every label set matching ``labels`` (tests and status)."""

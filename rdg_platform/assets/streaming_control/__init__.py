@@ -13,7 +13,11 @@
 - Sensor ``streaming_apps_health_sensor`` (15 s ticks, running by default): records every app's health
   and consumer lag as asset observations + check evaluations, restarts dead local apps, and
   requests ``streaming_lag_alert`` when lag passes ``lag_alert_threshold``. Kafka reads are bounded
-  (see :mod:`rdg_platform.assets.streaming_control.health`), so a tick never blocks on Kafka.
+  (see :mod:`rdg_platform.assets.streaming_control.health`), so a tick never blocks on Kafka. With the
+  Kubernetes launcher it sees each app's Deployment and pods, and redeploys an app whose Deployment
+  was deleted without a stop.
+
+``defs(settings, resources)`` wires them to the launcher the settings call for (:func:`launcher_resource`).
 """
 
 
@@ -33,6 +37,7 @@ from dagster import (
     AssetSpec,
     Config,
     DefaultSensorStatus,
+    Definitions,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -55,7 +60,10 @@ from rdg_platform.assets.streaming_control.registry import load_apps
 from rdg_platform.assets.streaming_control.resource import StreamingLauncherResource
 from rdg_platform.launcher.base import AppStatus
 from rdg_platform.launcher.lag import LagReport
+from rdg_platform.local_services.credentials import switch_role
 from rdg_platform.model.spec import default_spec
+from rdg_platform.resources import PlatformResources
+from rdg_platform.settings import Settings
 from rdg_platform.streaming.apps import AppSpec
 
 GROUP = "streaming_apps"
@@ -285,12 +293,28 @@ def streaming_apps_health_sensor(context: SensorEvaluationContext,
     return SensorResult(run_requests=runs, asset_events=events)
 
 
-assets: list[Any] = [streaming_apps, *graph_namespace_specs]
-asset_checks: list[Any] = [streaming_app_health]
-jobs: list[Any] = [deploy_streaming_apps, scale_streaming_app, stop_streaming_apps, restart_streaming_app,
-                   streaming_lag_alert]
-schedules: list[Any] = []
-sensors: list[Any] = [streaming_apps_health_sensor]
+JOBS = [deploy_streaming_apps, scale_streaming_app, stop_streaming_apps, restart_streaming_app, streaming_lag_alert]
 
-__all__ = ["APPS", "GRAPH_KEYS", "RESOURCE_KEY", "StreamingLauncherResource", "app_asset_key", "assets",
-           "asset_checks", "graph_namespace_key", "jobs", "schedules", "sensors"]
+
+def launcher_resource(settings: Settings) -> StreamingLauncherResource:
+    """The launcher these settings call for: in production (``RDG_ENV=prod``, i.e. in the cluster)
+    the apps are Deployments in ``RDG_K8S_NAMESPACE``; locally they are processes run as the ``app``
+    role (not as the admin these definitions act as)."""
+    if settings.env == "prod":
+        return StreamingLauncherResource(settings, kind="kubernetes", lag_alert_threshold=500_000, lag_timeout_s=5.0)
+    return StreamingLauncherResource(switch_role(settings, "app"), kind="local")
+
+
+def build_defs(launcher: StreamingLauncherResource) -> Definitions:
+    """The domain's Definitions around one launcher resource (tests pass their own)."""
+    return Definitions(assets=[streaming_apps, *graph_namespace_specs], asset_checks=[streaming_app_health],
+                       jobs=JOBS, sensors=[streaming_apps_health_sensor], resources={RESOURCE_KEY: launcher})
+
+
+def defs(settings: Settings, resources: PlatformResources) -> Definitions:
+    """The streaming control domain: app assets, health checks, control jobs and the health sensor."""
+    return build_defs(launcher_resource(settings))
+
+
+__all__ = ["APPS", "GRAPH_KEYS", "JOBS", "RESOURCE_KEY", "StreamingLauncherResource", "app_asset_key", "build_defs",
+           "defs", "graph_namespace_key", "launcher_resource"]
