@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 import ssl
-import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -23,16 +22,13 @@ from typer.testing import CliRunner
 from rdg_platform.cli.k8s import k8s_app
 from rdg_platform.local_services.k8s import COMPONENTS, NODE_NAME, K8sControlPlane
 from rdg_platform.settings import Settings
+from tests.support.poll import poll_until
 
 pytestmark = pytest.mark.integration
 
 
 def _wait_for(what: str, check: Callable[[], bool], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
+    poll_until(check, what=what, timeout_s=timeout, interval_s=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from rdg_platform.model.spec import GraphSpec
 from rdg_platform.serving.app import create_app
 from rdg_platform.settings import Settings
 from tests.support.kv import isolated_spec, unique_keyspace
+from tests.support.poll import seconds_until
 from tests.support.serving import serve_in_thread
 
 pytestmark = pytest.mark.integration
@@ -44,14 +45,7 @@ def _v(spec: GraphSpec, version: int) -> GraphSpec:
 
 
 def _wait(probe: Callable[[], Any], want: Any, timeout: float) -> float:
-    """Seconds until ``probe()`` == ``want``; fails with the last value after ``timeout``."""
-    t0 = time.monotonic()
-    got = probe()
-    while got != want:
-        assert time.monotonic() - t0 < timeout, f"still {got!r} after {timeout}s (want {want!r})"
-        time.sleep(0.05)
-        got = probe()
-    return time.monotonic() - t0
+    return seconds_until(probe, want, timeout_s=timeout)
 
 
 def _plan(store: GraphStore) -> Any:

@@ -24,6 +24,7 @@ from rdg_platform.assets.streaming_control.resource import StreamingLauncherReso
 from rdg_platform.launcher.base import AppStatus
 from rdg_platform.launcher.local import LocalProcessLauncher
 from rdg_platform.settings import Settings, load_settings
+from tests.support.poll import poll_until
 from tests.support.streaming import free_port_block
 
 pytestmark = pytest.mark.integration
@@ -34,14 +35,8 @@ def _status(res: StreamingLauncherResource, app: str) -> AppStatus:
 
 
 def _wait(res: StreamingLauncherResource, app: str, running: bool, timeout: float = 60.0) -> AppStatus:
-    deadline = time.monotonic() + timeout
-    while True:
-        st = _status(res, app)
-        if st.running == running and (not running or st.pids):
-            return st
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{app} did not reach running={running}: {st}")
-        time.sleep(0.5)
+    return poll_until(lambda: _status(res, app), lambda st: st.running == running and (not running or bool(st.pids)),
+                      what=f"{app} running={running}", timeout_s=timeout, interval_s=0.5)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from rdg_platform.local_services.manager import ServiceManager
 from rdg_platform.model import GraphRecord
 from rdg_platform.settings import KafkaSettings, Settings
 from rdg_platform.streaming.supervisor import scrape_metrics
+from tests.support.poll import poll_until
 from tests.support.streaming import (
     LocalPipeline,
     catalog_events,
@@ -187,13 +188,8 @@ def _kill(pipe: LocalPipeline, name: str) -> int:
 
 
 def _wait_restarted(pipe: LocalPipeline, name: str, old_pid: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        pid = pipe.supervisor.pid(name)
-        if pid and pid != old_pid:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{name} was not restarted")
+    poll_until(lambda: pipe.supervisor.pid(name), lambda pid: bool(pid) and pid != old_pid,
+               what=f"{name} to be restarted", timeout_s=timeout_s, interval_s=0.2)
 
 
 def _renamed(graph: dict[str, GraphRecord], old: str, new: str) -> dict[str, GraphRecord]:

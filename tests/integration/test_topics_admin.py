@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,16 +15,13 @@ from rdg_platform.model import GraphSpec, parse_spec
 from rdg_platform.model.spec import default_spec_path
 from rdg_platform.settings import Settings
 from rdg_platform.topology import describe_topics, ensure_topics, topic_specs
+from tests.support.poll import poll_until
 
 pytestmark = pytest.mark.integration
 
 
 def _wait_for(cond: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.1)
+    poll_until(cond, what=what, timeout_s=timeout_s)
 
 
 def test_shared_topics_match_config(services: object, cfg: Settings, spec: GraphSpec) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 
 from rdg_platform.processes import PidFile, ProcessRecord, find, is_alive, start_detached, stop
+from tests.support.poll import poll_until
 
 SLEEPER = [sys.executable, "-c", "import sys, time; time.sleep(60)", "rdg-test-marker"]
 STUBBORN = [sys.executable, "-c",
@@ -19,10 +20,8 @@ STUBBORN = [sys.executable, "-c",
 
 
 def _wait_for(path: Path, text: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while text not in (path.read_text() if path.exists() else ""):
-        assert time.monotonic() < deadline, f"{text!r} never appeared in {path}"
-        time.sleep(0.05)
+    poll_until(lambda: text in (path.read_text() if path.exists() else ""), what=f"{text!r} in {path}",
+               timeout_s=timeout_s, interval_s=0.05)
 
 
 def test_pid_file_finds_its_process_and_nothing_else(tmp_path: Path) -> None:
