@@ -129,6 +129,10 @@ class ApiSettings(_Section):
     bind_host: str = Field("127.0.0.1", description="server: listen address")
     port: int = Field(8000, ge=1, le=65535, description="server: port")
     gc_freeze: bool = Field(True, description="server: freeze the startup heap out of the cyclic GC")
+    node_cache_ttl_s: float = Field(1.0, ge=0, le=60, description="server: how long a node read stays in the "
+                                    "node cache, i.e. how stale a node answer may be; 0: no cache")
+    node_cache_size: int = Field(50_000, ge=0, description="server: nodes the cache holds at most (LRU); 0: no cache")
+    workers: int = Field(1, ge=1, le=64, description="server: worker processes of `rdg serve` (one event loop each)")
     tokens: dict[str, list[str]] | None = Field(
         None, description="server: JSON {sha256 hex of a bearer token: [scopes]} (read, admin); "
                           "default: the local credentials' reader and admin tokens")
@@ -164,12 +168,21 @@ class S3Settings(_Section):
     secret_access_key: SecretValue = Field(None, description="S3 secret access key")
     region: str | None = Field(None, description="S3 region (set it for any non-AWS endpoint)")
     path_style_access: bool | None = Field(None, description="path-style addressing (S3Proxy, MinIO-likes)")
+    bind_host: str = Field("127.0.0.1", description="local S3Proxy: listen address")
+    port: int = Field(8333, ge=1, le=65535, description="local S3Proxy: port")
 
 
 class SparkSettings(_Section):
     """Where Spark jobs (the namespace rebuild) run."""
 
     master: str = Field("local[2]", description="Spark master URL (local[N] or spark://host:port)")
+    bind_host: str = Field("127.0.0.1", description="local standalone cluster: listen address")
+    master_port: int = Field(7077, ge=1, le=65535, description="local standalone cluster: master port")
+    master_webui_port: int = Field(8480, ge=1, le=65535, description="local standalone cluster: master web UI")
+    worker_port: int = Field(7078, ge=1, le=65535, description="local standalone cluster: worker port")
+    worker_webui_port: int = Field(8481, ge=1, le=65535, description="local standalone cluster: worker web UI")
+    worker_cores: int = Field(2, ge=1, description="local standalone cluster: worker cores")
+    worker_memory: str = Field("2g", pattern=r"^\d+[mg]$", description="local standalone cluster: worker memory")
 
 
 class StreamingSettings(_Section):

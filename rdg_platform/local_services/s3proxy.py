@@ -30,8 +30,6 @@ from rdg_platform.local_services.base import Probe, Service, port_is_open
 from rdg_platform.local_services.fetch import S3PROXY_VERSION
 from rdg_platform.settings import Settings
 
-DEFAULT_S3PROXY_PORT = 8333
-DEFAULT_S3PROXY_BIND_HOST = "127.0.0.1"
 # S3Proxy accepts any region in the signature scope; clients need one, so all of ours use this.
 S3_REGION = "us-east-1"
 # The bucket the local Iceberg warehouse lives in (``s3://rdg-warehouse/...``).
@@ -155,18 +153,15 @@ def ensure_bucket(endpoint: str, creds: S3Credentials, bucket: str) -> None:
 
 # ---------------------------------------------------------------------------------------- service
 class S3ProxyService(Service):
-    """S3 API on ``bind_host:port`` (default 127.0.0.1:8333), filesystem blobs under ``data/s3proxy``.
-
-    Port and bind host are arguments (not yet settings fields): whoever builds the service passes them.
-    """
+    """S3 API on ``RDG_S3_BIND_HOST:RDG_S3_PORT`` (default 127.0.0.1:8333), filesystem blobs under
+    ``data/s3proxy``."""
 
     name = "s3proxy"
 
-    def __init__(self, settings: Settings, port: int = DEFAULT_S3PROXY_PORT,
-                 bind_host: str = DEFAULT_S3PROXY_BIND_HOST) -> None:
+    def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._port = port
-        self._bind_host = bind_host
+        self._port = settings.s3.port
+        self._bind_host = settings.s3.bind_host
 
     @property
     def port(self) -> int:

@@ -94,7 +94,11 @@ class SparkCluster:
 
     def __init__(self, settings: Settings, config: SparkClusterConfig | None = None, echo: Echo = _quiet) -> None:
         self.settings = settings
-        self.config = config or SparkClusterConfig()
+        sp = settings.spark
+        self.config = config or SparkClusterConfig(
+            bind_host=sp.bind_host, master_port=sp.master_port, master_webui_port=sp.master_webui_port,
+            worker_port=sp.worker_port, worker_webui_port=sp.worker_webui_port, worker_cores=sp.worker_cores,
+            worker_memory=sp.worker_memory)
         self.echo = echo
 
     # -- layout ----------------------------------------------------------------------------------

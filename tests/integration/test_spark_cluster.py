@@ -75,7 +75,7 @@ def cluster_spec(services: object, cfg: Settings) -> GraphSpec:
 def test_cluster_is_up_on_loopback(spark_cluster: SparkCluster) -> None:
     state = spark_cluster.master_state()
     assert state is not None and state["status"] == "ALIVE" and state["aliveworkers"] == 1
-    assert spark_cluster.master_url == "spark://127.0.0.1:7077"
+    assert spark_cluster.master_url == f"spark://127.0.0.1:{spark_cluster.config.master_port}"
     assert all(w["host"] == "127.0.0.1" for w in state["workers"])
 
 
