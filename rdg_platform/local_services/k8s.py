@@ -56,7 +56,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from rdg_platform.local_services.base import port_is_free, port_owner, tail
-from rdg_platform.local_services.manager import ServiceManager, _live
+from rdg_platform.local_services.manager import _live
+from rdg_platform.processes import send
 from rdg_platform.settings import Settings
 
 Echo = Callable[[str], None]
@@ -863,12 +864,12 @@ class K8sControlPlane:
                 if proc is None:
                     outcome[name] = "not running"
                 else:
-                    ServiceManager._signal(proc, signal.SIGTERM)
+                    send(proc, signal.SIGTERM)
                     try:
                         proc.wait(STOP_TIMEOUT_S)
                         outcome[name] = f"stopped (pid {proc.pid})"
                     except psutil.TimeoutExpired:
-                        ServiceManager._signal(proc, signal.SIGKILL)
+                        send(proc, signal.SIGKILL)
                         proc.wait(10)
                         outcome[name] = f"killed after {STOP_TIMEOUT_S:.0f}s (pid {proc.pid})"
                 self._pid_file(name).unlink(missing_ok=True)

@@ -9,10 +9,7 @@ developers run their own instances with the same binaries.
 from __future__ import annotations
 
 import fcntl
-import json
-import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +25,7 @@ from rdg_platform.local_services.cassandra import CassandraService
 from rdg_platform.local_services.kafka import KafkaService
 from rdg_platform.local_services.registry import RegistryService
 from rdg_platform.local_services.s3proxy import S3ProxyService
+from rdg_platform.processes import PidFile, ProcessRecord, find, start_detached, stop, why_not
 from rdg_platform.settings import Settings
 
 # Start order: the slowest to boot first so the others start while it warms up.
@@ -110,32 +108,19 @@ class ServiceManager:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _process(self, name: str) -> psutil.Process | None:
-        """The live process from our pid file, or None if absent, dead or a recycled pid.
-
-        A recycled pid is told apart by the marker properties on the command line (service name
-        and state dir), not by start time alone: psutil derives start times from the boot time,
-        which can drift by seconds on a VM, and a false "exited" made ``up`` give up on a healthy
-        broker and a purge then delete its files under it.
-        """
-        path = self._pid_file(name)
-        try:
-            record = json.loads(path.read_text())
-            proc = psutil.Process(int(record["pid"]))
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-            try:
-                cmdline = proc.cmdline()
-            except psutil.AccessDenied:
-                return proc if abs(proc.create_time() - float(record["create_time"])) <= 1.0 else None
-            if (
-                f"-Drdg.service={name}" not in cmdline
-                or f"-Drdg.state={self.settings.state_dir}" not in cmdline
-            ):
-                return None
-            return proc
-        except (OSError, ValueError, KeyError, psutil.NoSuchProcess, psutil.AccessDenied):
+    def _record(self, name: str) -> ProcessRecord | None:
+        """The pid file's record, checked against this instance's markers (service name and state
+        dir) whatever the file says, so a recycled pid is never taken for our service."""
+        record = PidFile(self._pid_file(name)).read()
+        if record is None:
             return None
+        return ProcessRecord(record.pid, record.create_time, tuple(self.services[name].marker_args()),
+                             record.started_at)
+
+    def _process(self, name: str) -> psutil.Process | None:
+        """The live process from our pid file, or None if absent, dead or a recycled pid
+        (:func:`rdg_platform.processes.find`: the markers decide, not the drifting create time)."""
+        return find(self._record(name))
 
     def _orphans(self, name: str) -> list[psutil.Process]:
         """Our service processes for this state dir that no pid file names (e.g. after a crash of
@@ -150,19 +135,9 @@ class ServiceManager:
 
     def _why_not(self, name: str) -> str:
         """Why :meth:`_process` rejects the pid file (for error messages)."""
-        path = self._pid_file(name)
-        try:
-            record = json.loads(path.read_text())
-            proc = psutil.Process(int(record["pid"]))
-            status = proc.status()
-            markers = [a for a in proc.cmdline() if a.startswith("-Drdg.")]
-            return f"pid {record['pid']} status {status}, markers {markers}"
-        except FileNotFoundError:
+        if not self._pid_file(name).exists():
             return "no pid file"
-        except (OSError, ValueError, KeyError) as exc:
-            return f"unreadable pid file: {exc}"
-        except psutil.Error as exc:
-            return f"pid gone: {type(exc).__name__}"
+        return why_not(self._record(name))
 
     # -- status --------------------------------------------------------------------------------
     def _status_of(self, name: str, probe: Probe | None = None) -> ServiceStatus:
@@ -227,23 +202,13 @@ class ServiceManager:
         service.prepare(jars)
         service.log_dir.mkdir(parents=True, exist_ok=True)
         cmd = ["java", *service.command(jars)]
-        with service.out_file.open("ab") as out:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=service.cwd(),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # survive the CLI; own process group for down
-            )
-        record = {
-            "pid": proc.pid,
-            "create_time": psutil.Process(proc.pid).create_time(),
-            "port": service.port,
-            "started_at": time.time(),
-        }
-        self._pid_file(name).write_text(json.dumps(record))
-        self.echo(f"started {name} (pid {proc.pid}, port {service.port})")
+        # Own session and process group (survives the CLI; down signals the group). The JVM needs no
+        # RDG_* setting (its config files are written above), so none, and no secret, reaches it.
+        env = {k: v for k, v in self.settings.child_env().items() if not k.startswith("RDG_")}
+        started = start_detached(cmd, log_file=service.out_file, env=env,
+                                 markers=service.marker_args(), cwd=service.cwd(),
+                                 pid_file=PidFile(self._pid_file(name)))
+        self.echo(f"started {name} (pid {started.record.pid}, port {service.port})")
 
     def _failure(self, name: str, reason: str) -> str:
         service = self.services[name]
@@ -349,37 +314,20 @@ class ServiceManager:
                 if procs[n] is None:
                     orphans = self._orphans(n)
                     procs[n] = orphans[0] if orphans else None
-            for proc in procs.values():
-                if proc is not None:
-                    self._signal(proc, signal.SIGTERM)
+            stopped = stop([p for p in procs.values() if p is not None], grace_s=STOP_TIMEOUT_S)
             for name, proc in procs.items():
                 if proc is None:
                     outcome[name] = "not running"
+                elif stopped[proc.pid] == "stopped":
+                    outcome[name] = f"stopped (pid {proc.pid})"
                 else:
-                    try:
-                        proc.wait(STOP_TIMEOUT_S)
-                        outcome[name] = f"stopped (pid {proc.pid})"
-                    except psutil.TimeoutExpired:
-                        self._signal(proc, signal.SIGKILL)
-                        proc.wait(10)
-                        outcome[name] = f"killed after {STOP_TIMEOUT_S:.0f}s (pid {proc.pid})"
+                    outcome[name] = f"killed after {STOP_TIMEOUT_S:.0f}s (pid {proc.pid})"
                 self._pid_file(name).unlink(missing_ok=True)
                 if purge:
                     shutil.rmtree(self.services[name].data_dir, ignore_errors=True)
                     outcome[name] += ", data purged"
                 self.echo(f"{name}: {outcome[name]}")
         return outcome
-
-    @staticmethod
-    def _signal(proc: psutil.Process, sig: signal.Signals) -> None:
-        """Signal the process group we created (start_new_session makes pid == pgid)."""
-        try:
-            if os.getpgid(proc.pid) == proc.pid:
-                os.killpg(proc.pid, sig)
-            else:
-                proc.send_signal(sig)
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            pass
 
 
 def format_table(statuses: dict[str, ServiceStatus]) -> str:
@@ -407,6 +355,6 @@ def format_table(statuses: dict[str, ServiceStatus]) -> str:
 
 def _live(proc: psutil.Process) -> bool:
     try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import signal
 import subprocess
 import time
@@ -33,6 +32,7 @@ import psutil
 
 from rdg_platform.local_services.base import port_is_free, port_owner, tail
 from rdg_platform.local_services.manager import ServiceError, ServiceStatus
+from rdg_platform.processes import send
 from rdg_platform.settings import Settings, connect_host
 
 ROLES: tuple[str, ...] = ("master", "worker")
@@ -307,25 +307,14 @@ class SparkCluster:
                 if proc is None:
                     outcome[name] = "not running"
                 else:
-                    _signal_group(proc, signal.SIGTERM)
+                    send(proc, signal.SIGTERM)
                     try:
                         proc.wait(STOP_TIMEOUT_S)
                         outcome[name] = f"stopped (pid {proc.pid})"
                     except psutil.TimeoutExpired:
-                        _signal_group(proc, signal.SIGKILL)
+                        send(proc, signal.SIGKILL)
                         proc.wait(10)
                         outcome[name] = f"killed after {STOP_TIMEOUT_S:.0f}s (pid {proc.pid})"
                 self._pid_file(role).unlink(missing_ok=True)
                 self.echo(f"{name}: {outcome[name]}")
         return outcome
-
-
-def _signal_group(proc: psutil.Process, sig: signal.Signals) -> None:
-    """Signal the process group we created (start_new_session: pid == pgid), else the process."""
-    try:
-        if os.getpgid(proc.pid) == proc.pid:
-            os.killpg(proc.pid, sig)
-        else:
-            proc.send_signal(sig)
-    except (ProcessLookupError, psutil.NoSuchProcess):
-        pass
