@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import psutil
-from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.concurrent import execute_concurrent
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project root: tests.support
@@ -53,7 +53,7 @@ from rdg_platform.settings import Settings, load_settings  # noqa: E402
 from tests.support.kv import isolated_spec  # noqa: E402
 from tests.support.serving import free_port  # noqa: E402
 
-EDGE_READ = "SELECT item_key, updated_at, props FROM {t} WHERE record_id = ? LIMIT ?"
+EDGE_READ = "SELECT item_key, updated_at, props, pb FROM {t} WHERE record_id = ? LIMIT ?"
 TOKEN: str | None = None  # the bearer token requests carry (the reader role's), set by main()
 
 
@@ -84,37 +84,73 @@ def bulk_load(store: GraphStore, raw_store: GraphStore, records: list[GraphRecor
     fwd = raw_store.edge_table("streamed_from")
     rev = raw_store.edge_table("streamed_from", "in")
     session = raw_store.kv.session(fwd)
-    ps_f = raw_store.kv.prepare(fwd, KVStore.UPSERT)
-    ps_r = raw_store.kv.prepare(rev, KVStore.UPSERT)
-    p = KVStore.upsert_params
+    # The raw path writes exactly the statements the KV layer writes for these full records: the
+    # forward and reverse row (blob layout) and, where the tables have one, the two latest-index
+    # rows; all of an edge's statements in flight together, as GraphStore.write sends them.
+    ps_f = raw_store.kv.prepare(fwd, KVStore.UPSERT_FULL)
+    ps_r = raw_store.kv.prepare(rev, KVStore.UPSERT_FULL)
+    fi, ri = raw_store.latest_index(fwd), raw_store.latest_index(rev)
+    p = KVStore.full_params
     ttl = fwd.namespace.ttl_s
-    rows_f = [p(r.id, r.dst or "", r.properties, None, r.updated_at, ttl) for r in records]
-    rows_r = [p(r.dst or "", r.id, r.properties, None, r.updated_at, ttl) for r in records]
+    stmts: list[tuple[Any, tuple[Any, ...]]] = []
+    per_edge = 2 + (fi is not None) + (ri is not None)
+    idx_cql = GraphStore._IDX_WRITE
+    for r in records:
+        stmts.append((ps_f, p(r.id, r.dst or "", r.properties, None, r.updated_at, ttl)))
+        stmts.append((ps_r, p(r.dst or "", r.id, r.properties, None, r.updated_at, ttl)))
+        if fi is not None:
+            stmts.append((raw_store.kv.prepare(fi, idx_cql), (r.id, r.updated_at, r.dst, r.updated_at * 1000, ttl)))
+        if ri is not None:
+            stmts.append((raw_store.kv.prepare(ri, idx_cql), (r.dst, r.updated_at, r.id, r.updated_at * 1000, ttl)))
     warm = min(20_000, len(records))
-    execute_concurrent_with_args(session, ps_f, rows_f[:warm], concurrency=concurrency)
+    execute_concurrent(session, stmts[:warm * per_edge], concurrency=concurrency)
     store.write(records[:warm])
 
     # Interleaved chunk by chunk (raw, then KV, same rows) so background load on a shared machine
     # hits both paths alike instead of whichever phase ran second.
-    log(f"{len(records):,} edges ({2 * len(records):,} rows) per path, chunks of {chunk:,}, "
+    log(f"{len(records):,} edges ({per_edge * len(records):,} rows) per path, chunks of {chunk:,}, "
         f"concurrency {concurrency}")
     raw_s = kv_s = 0.0
     for i in range(0, len(records), chunk):
         t0 = time.perf_counter()
-        for rows, ps in ((rows_f, ps_f), (rows_r, ps_r)):
-            res = execute_concurrent_with_args(session, ps, rows[i:i + chunk], concurrency=concurrency,
-                                               raise_on_first_error=True)
-            assert all(ok for ok, _ in res)
+        res = execute_concurrent(session, stmts[i * per_edge:(i + chunk) * per_edge], concurrency=concurrency,
+                                 raise_on_first_error=True, results_generator=False)
+        assert all(ok for ok, _ in res)
         raw_s += time.perf_counter() - t0
         t0 = time.perf_counter()
         store.write(records[i:i + chunk])
         kv_s += time.perf_counter() - t0
         done = min(i + chunk, len(records))
         log(f"  {done:,} edges: raw {done / raw_s:,.0f}/s, kv {done / kv_s:,.0f}/s")
-    del rows_f, rows_r
-    return {"edges": len(records), "rows": 2 * len(records), "raw_s": raw_s, "kv_s": kv_s,
+    del stmts
+    return {"edges": len(records), "rows": per_edge * len(records), "raw_s": raw_s, "kv_s": kv_s,
             "raw_edges_per_s": len(records) / raw_s, "kv_edges_per_s": len(records) / kv_s,
             "ratio": raw_s / kv_s}
+
+
+SUPER, SMALL = "title-super", "title-small"
+
+
+def build_supernodes(store: GraphStore, n: int, now_ms: int) -> None:
+    """``SUPER`` with ``n`` in-edges (``started_watching`` from ``n`` profiles, distinct times over
+    30 days, not in key order) and ``SMALL`` with 100."""
+    rnd = random.Random(13)
+    log(f"loading a supernode with {n:,} in-edges and a 100-edge node")
+
+    def rec(prof: str, title: str) -> GraphRecord:
+        ts = now_ms - rnd.randrange(30 * 86_400_000)
+        return GraphRecord("edge", "started_watching", prof, title,
+                           {"last_watch_ts": ts, "device_id": "d1", "position_ms": 1, "action": "play",
+                            "episode_id": "e1", "is_live": False}, ts)
+
+    recs = [rec(f"sn-prof{i:08d}", SMALL) for i in range(100)]
+    for i in range(n):
+        recs.append(rec(f"sn-prof{i:08d}", SUPER))
+        if len(recs) >= 20_000:
+            store.write(recs)
+            recs = []
+            log(f"  {i + 1:,} supernode edges")
+    store.write(recs)
 
 
 def build_journeys(store: GraphStore, accounts: int, profiles: int, titles_per_profile: int, title_pool: int,
@@ -130,8 +166,8 @@ def build_journeys(store: GraphStore, accounts: int, profiles: int, titles_per_p
             for t in rnd.sample(range(title_pool), titles_per_profile):
                 ts = now_ms - rnd.randrange(20 * 86_400_000)
                 recs.append(GraphRecord("edge", "started_watching", prof, f"title{t:06d}",
-                                        {"last_watch_ts": ts, "device_id": "d1", "position_ms": t, "action": "play"},
-                                        ts))
+                                        {"last_watch_ts": ts, "device_id": "d1", "position_ms": t, "action": "play",
+                                         "episode_id": f"e{t % 7}", "is_live": False}, ts))
     for i in range(0, len(recs), 10_000):
         store.write(recs[i:i + 10_000])
     return [f"j-acc{a:05d}" for a in range(accounts)]
@@ -252,11 +288,29 @@ def cassandra_process(cfg: Settings) -> psutil.Process | None:
 
 
 def cpu_s(proc: psutil.Process | None) -> float:
-    """User + system CPU seconds of ``proc`` and its threads (0 when unknown)."""
+    """User + system CPU seconds of ``proc``, its threads and its live child processes (a pre-forked
+    server's workers); 0 when unknown."""
     if proc is None:
         return 0.0
-    t = proc.cpu_times()
-    return float(t.user + t.system)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += float(t.user + t.system)
+    return total
+
+
+def serve_prefork(port: int, workers: int) -> None:
+    """The query service as ``rdg serve --workers`` runs it (pre-forked workers on one socket),
+    its settings from the environment like the factory's."""
+    import uvicorn
+
+    from rdg_platform.cli.serve import prefork
+
+    config = uvicorn.Config(create_app(), log_level="warning", access_log=False, loop="uvloop", http="httptools")
+    prefork(config, "127.0.0.1", port, workers)
 
 
 def app_without_auth() -> FastAPI:
@@ -264,14 +318,18 @@ def app_without_auth() -> FastAPI:
     return create_app(auth=False)
 
 
-def start_server(cfg: Settings, keyspace: str, port: int, auth: bool = True) -> subprocess.Popen[bytes]:
+def start_server(cfg: Settings, keyspace: str, port: int, auth: bool = True, workers: int = 1) -> subprocess.Popen[bytes]:
     """The query service as ``rdg serve`` runs it (its app factory reads the settings we pass down);
-    ``auth=False``: the same app without bearer tokens."""
+    ``auth=False``: the same app without bearer tokens; ``workers`` > 1: pre-forked workers."""
     env = cfg.child_env() | {"RDG_CASSANDRA_KEYSPACE": keyspace}
     factory = "rdg_platform.serving.app:create_app" if auth else "benchmarks.bench_kv_serving:app_without_auth"
     cmd = [sys.executable, "-m", "uvicorn", factory, "--factory",
            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
            "--loop", "uvloop", "--http", "httptools"]
+    if workers > 1:
+        if not auth:
+            raise ValueError("workers > 1 serves the authenticated app only")
+        cmd = [sys.executable, "-c", f"from benchmarks.bench_kv_serving import serve_prefork; serve_prefork({port}, {workers})"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
     import httpx
 
@@ -311,6 +369,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="only measure 1-hop p99 with bearer tokens on vs off (same run, interleaved rounds); "
                          "loads --edges edges (use e.g. 50000)")
     ap.add_argument("--rounds", type=int, default=4, help="--auth-compare: interleaved rounds per server")
+    ap.add_argument("--workers", type=int, default=1, help="query-service worker processes (pre-fork when > 1)")
+    ap.add_argument("--supernode-edges", type=int, default=0,
+                    help="also load a title with this many in-edges and one with 100, and measure a 1-hop "
+                         "LATEST limit 100 on each (0: skip)")
     args = ap.parse_args(argv)
     if args.out is None:
         args.out = Path("benchmarks/bench_kv_serving_auth.json" if args.auth_compare else "benchmarks/bench_kv_serving.json")
@@ -351,8 +413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("building the 3-hop journey graph")
         starts = build_journeys(store, args.journeys, 5, args.titles_per_profile, args.title_pool, now)
 
+    if args.supernode_edges and not args.reuse:
+        build_supernodes(store, args.supernode_edges, now)
     port = free_port()
-    server = start_server(cfg, args.keyspace, port)
+    server = start_server(cfg, args.keyspace, port, workers=args.workers)
     results: dict[str, Any] = {"load": load, "config": vars(args) | {"out": str(args.out)}}
     try:
         rnd = random.Random(3)
@@ -396,6 +460,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         n3 = max(args.requests // 5, 100)
         runs.append(("3-hop traverse LATEST, limit 50/hop",
                      lambda: asyncio.run(http_load(port, trav3("latest", False, 50), n3, args.concurrency))))
+        if args.supernode_edges:
+            def latest_in(title: str) -> Callable[[int], tuple[str, str, bytes | None]]:
+                return lambda i: ("GET", f"/v1/edges/started_watching/{title}?direction=in&limit=100", None)
+
+            runs.append(("supernode 1-hop LATEST limit 100 (in-edges: --supernode-edges)",
+                         lambda: asyncio.run(http_load(port, latest_in(SUPER), args.requests, args.concurrency))))
+            runs.append(("100-edge node 1-hop LATEST limit 100",
+                         lambda: asyncio.run(http_load(port, latest_in(SMALL), args.requests, args.concurrency))))
         lat_rows = []
         cass = cassandra_process(cfg)
         srv = psutil.Process(server.pid)
@@ -444,6 +516,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["targets"] = {
         "load_ratio>=0.7": load["ratio"] >= 0.7,
         "1hop_p99<=2x_raw": one <= 2 * raw_p99, "1hop_p99<=10ms": one <= 10.0, "3hop_p99<=50ms": three <= 50.0}
+    sup = [r for r in results["latency"] if r["name"].startswith("supernode")]
+    if sup:
+        small = by["100-edge node 1-hop LATEST limit 100"]["p99_ms"]
+        results["supernode_p99_ratio"] = sup[0]["p99_ms"] / small
+        results["targets"]["supernode_p99<=2x_100_edge_node"] = results["supernode_p99_ratio"] <= 2.0
 
     print(f"\n### KV layer and serving (edges={args.edges:,}, client concurrency={args.concurrency})\n")
     print("| bulk load | edges/s | seconds |\n|---|---:|---:|")

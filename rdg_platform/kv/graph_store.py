@@ -56,8 +56,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from cassandra.query import UNSET_VALUE, BoundStatement, PreparedStatement
 
 from rdg_platform.kv.cluster import await_response
-from rdg_platform.kv.codec import decode_props, encode_props
-from rdg_platform.kv.schema import ensure_schema
+from rdg_platform.kv.codec import decode_props, encode_blob, encode_props, merge_props
+from rdg_platform.kv.schema import ensure_schema, latest_index_table
 from rdg_platform.kv.store import MAX_PAGE, NODE_ITEM, KVStore, Table
 from rdg_platform.kv.versions import ActiveTables
 from rdg_platform.model.mapping import GraphRecord
@@ -160,14 +160,19 @@ def _check_limit(limit: int) -> None:
 class GraphStore:
     """Upserts graph records and answers node / adjacency reads. Thread-safe; one per process."""
 
-    _NODE_Q = "SELECT updated_at, props FROM {t} WHERE record_id = ? AND item_key = ?"
-    _EDGE_FIRST = "SELECT item_key, updated_at, props FROM {t} WHERE record_id = ? LIMIT ?"
-    _EDGE_AFTER = "SELECT item_key, updated_at, props FROM {t} WHERE record_id = ? AND item_key > ? LIMIT ?"
+    _NODE_Q = "SELECT updated_at, props, pb FROM {t} WHERE record_id = ? AND item_key = ?"
+    _EDGE_FIRST = "SELECT item_key, updated_at, props, pb FROM {t} WHERE record_id = ? LIMIT ?"
+    _EDGE_AFTER = "SELECT item_key, updated_at, props, pb FROM {t} WHERE record_id = ? AND item_key > ? LIMIT ?"
     _KEYS_AFTER = "SELECT item_key, updated_at FROM {t} WHERE record_id = ? AND item_key > ? LIMIT ?"
-    _EDGE_IN = "SELECT item_key, updated_at, props FROM {t} WHERE record_id = ? AND item_key IN ?"
-    _EDGES_MULTI = ("SELECT record_id, item_key, updated_at, props FROM {t} WHERE record_id IN ? "
+    _EDGE_IN = "SELECT item_key, updated_at, props, pb FROM {t} WHERE record_id = ? AND item_key IN ?"
+    _EDGES_MULTI = ("SELECT record_id, item_key, updated_at, props, pb FROM {t} WHERE record_id IN ? "
                     "PER PARTITION LIMIT ?")
-    _NODES_MULTI = "SELECT record_id, updated_at, props FROM {t} WHERE record_id IN ? AND item_key = ?"
+    _NODES_MULTI = "SELECT record_id, updated_at, props, pb FROM {t} WHERE record_id IN ? AND item_key = ?"
+    _IDX_WRITE = "INSERT INTO {t} (record_id, updated_at, item_key) VALUES (?, ?, ?) USING TIMESTAMP ? AND TTL ?"
+    _IDX_FIRST = "SELECT updated_at, item_key FROM {t} WHERE record_id = ? LIMIT ?"
+    _IDX_UPTO = "SELECT updated_at, item_key FROM {t} WHERE record_id = ? AND updated_at <= ? LIMIT ?"
+    _IDX_OF_KEY = ("SELECT updated_at FROM {t} WHERE record_id = ? AND item_key = ? ALLOW FILTERING")
+    _IDX_DELETE = "DELETE FROM {t} USING TIMESTAMP ? WHERE record_id = ? AND updated_at = ? AND item_key = ?"
 
     def __init__(self, spec: GraphSpec, kv: KVStore, version_refresh_s: float | None = DEFAULT_VERSION_REFRESH_S) -> None:
         """``spec`` names the base (version 0) tables; ``version_refresh_s`` is how stale the
@@ -176,6 +181,10 @@ class GraphStore:
         self.spec = spec
         self.kv = kv
         self.tables = ActiveTables(spec, kv, version_refresh_s)
+        # The property set of a full write per type (it goes to the blob column, see kv.codec).
+        self._full_nodes = {n: frozenset(t.properties) for n, t in spec.nodes.items()}
+        self._full_edges = {e: frozenset(t.properties) for e, t in spec.edges.items()}
+        self._index: dict[Table, tuple[Table | None, float]] = {}  # adjacency table -> its latest index
 
     @classmethod
     def from_spec(cls, spec: GraphSpec, cassandra: CassandraSettings | None = None, *, concurrency: int = 128,
@@ -248,34 +257,90 @@ class GraphStore:
         Raises :class:`rdg_platform.kv.store.KVWriteError` (or UnknownTypeError for a type the spec
         lacks) — the caller retries the whole call, which is safe because writes are idempotent.
         """
-        writes: list[tuple[Table, tuple[Any, ...]]] = []
+        writes: list[tuple[Table, str, tuple[Any, ...]]] = []
         append = writes.append
         tables = self.tables.current()  # one snapshot for the whole call: all of it goes to one version
         node_tables, edge_tables = tables.nodes, tables.edges
+        full_nodes, full_edges = self._full_nodes, self._full_edges
+        partial, full, idx_write = KVStore.UPSERT, KVStore.UPSERT_FULL, self._IDX_WRITE
         for r in records:
             # Hot path (the sink and bulk loads): encode the properties once per record, reuse
-            # the encoded map for both sides of an edge, build bound tuples inline.
-            props = encode_props(r.properties) if r.properties else UNSET_VALUE
+            # the encoding for both sides of an edge, build bound tuples inline. A record carrying
+            # every property of its type is a full write (one blob), any other a partial one (map).
+            p = r.properties
             ts = r.updated_at
             if r.kind == "node":
                 t = node_tables.get(r.type) or self.node_table(r.type)
-                append((t, (ts * 1000, t.namespace.ttl_s, props, UNSET_VALUE, ts, r.id, NODE_ITEM)))
+                if p and p.keys() == full_nodes.get(r.type) and None not in p.values():
+                    append((t, full, (ts * 1000, t.namespace.ttl_s, encode_blob(p), UNSET_VALUE, ts, r.id,
+                                      NODE_ITEM)))
+                else:
+                    append((t, partial, (ts * 1000, t.namespace.ttl_s, encode_props(p) if p else UNSET_VALUE,
+                                         UNSET_VALUE, ts, r.id, NODE_ITEM)))
             else:
                 fwd, rev = edge_tables.get(r.type) or self._edge_pair(r.type)
                 dst = r.dst
                 if not dst:
                     raise ValueError(f"edge record {r.type}/{r.id} has no dst")
                 ttl = fwd.namespace.ttl_s
-                append((fwd, (ts * 1000, ttl, props, UNSET_VALUE, ts, r.id, dst)))
-                append((rev, (ts * 1000, ttl, props, UNSET_VALUE, ts, dst, r.id)))
-        self.kv.execute_writes(writes)
+                enc: Any
+                if p and p.keys() == full_edges.get(r.type) and None not in p.values():
+                    cql, enc = full, encode_blob(p)
+                else:
+                    cql, enc = partial, encode_props(p) if p else UNSET_VALUE
+                append((fwd, cql, (ts * 1000, ttl, enc, UNSET_VALUE, ts, r.id, dst)))
+                append((rev, cql, (ts * 1000, ttl, enc, UNSET_VALUE, ts, dst, r.id)))
+                fi, ri = self.latest_index(fwd), self.latest_index(rev)
+                if fi is not None:
+                    append((fi, idx_write, (r.id, ts, dst, ts * 1000, ttl)))
+                if ri is not None:
+                    append((ri, idx_write, (dst, ts, r.id, ts * 1000, ttl)))
+        self.kv.execute_statements(writes)
+
+    def latest_index(self, t: Table) -> Table | None:
+        """The newest-first index of adjacency table ``t`` (see :mod:`rdg_platform.kv.schema`), None
+        when the table has none. From the driver's schema metadata (no request); an absence is
+        re-checked every 30 s, so a process started before the schema picks the index up."""
+        hit = self._index.get(t)
+        now = time.monotonic()
+        if hit is not None and (hit[0] is not None or now < hit[1]):
+            return hit[0]
+        name = latest_index_table(t.name)
+        found: Table | None = None
+        if name is not None:
+            try:
+                ks = self.kv.session(t).cluster.metadata.keyspaces.get(t.keyspace)
+            except Exception:  # not connected yet: the next call looks again
+                ks = None
+            if ks is not None and name in ks.tables:
+                found = Table(t.namespace, t.cluster, t.keyspace, name)
+        self._index[t] = (found, now + 30.0)
+        return found
 
     def delete_edge(self, edge_type: str, src: str, dst: str, event_time_ms: int | None = None) -> None:
         """Delete both sides of an edge as of ``event_time_ms`` (newer writes survive), in the
         active version's tables."""
         fwd, rev = self._edge_pair(edge_type)
-        self.kv.delete_table_items(fwd, src, [dst], event_time_ms)
-        self.kv.delete_table_items(rev, dst, [src], event_time_ms)
+        ts = event_time_ms or int(time.time() * 1000)
+        self._delete_index_entries(fwd, [(src, dst)], ts)
+        self._delete_index_entries(rev, [(dst, src)], ts)
+        self.kv.delete_table_items(fwd, src, [dst], ts)
+        self.kv.delete_table_items(rev, dst, [src], ts)
+
+    def _delete_index_entries(self, t: Table, cells: Sequence[tuple[str, str]], event_time_ms: int) -> None:
+        """Delete the latest-index entries of ``(record_id, item_key)`` items of adjacency table ``t``
+        as of ``event_time_ms`` (entries of later writes survive, like the rows). An item's entries
+        are found by a filtered read of its record's index partition (the index is clustered by
+        time): rare deletions pay for it, so writes never read."""
+        idx = self.latest_index(t)
+        if idx is None:
+            return
+        session = self.kv.session(idx)
+        find = self.kv.prepare(idx, self._IDX_OF_KEY)
+        delete = self.kv.prepare(idx, self._IDX_DELETE)
+        stmts = [(delete, (event_time_ms * 1000, rid, r[0], key))
+                 for rid, key in cells for r in session.execute(find, (rid, key))]
+        self.kv._run(session, stmts)
 
     def delete_node(self, node_type: str, node_id: str, event_time_ms: int) -> None:
         """Delete a node's record (its properties) as of ``event_time_ms``, in the active version's
@@ -297,12 +362,17 @@ class GraphStore:
         for other in self.kv.item_keys(near, node_id):
             batch.append((other, node_id))
             if len(batch) >= chunk:
+                self._delete_index_entries(far, batch, event_time_ms)
                 self.kv.delete_table_cells(far, batch, event_time_ms)
                 n += len(batch)
                 batch = []
         if batch:
+            self._delete_index_entries(far, batch, event_time_ms)
             self.kv.delete_table_cells(far, batch, event_time_ms)
             n += len(batch)
+        near_idx = self.latest_index(near)
+        if near_idx is not None:
+            self.kv.delete_table_items(near_idx, node_id, None, event_time_ms)
         self.kv.delete_table_items(near, node_id, None, event_time_ms)
         return n
 
@@ -326,19 +396,19 @@ class GraphStore:
         if len(uniq) == 1:
             rows = (yield [(t, self._NODE_Q, (uniq[0], NODE_ITEM))])[0]
             if rows:
-                upd, props = rows[0]
-                out[uniq[0]] = Node(node_type, uniq[0], decode_props(props), upd or 0)
+                upd, props, pb = rows[0]
+                out[uniq[0]] = Node(node_type, uniq[0], merge_props(props, pb), upd or 0)
             return out
         results = yield [(t, self._NODES_MULTI, (chunk, NODE_ITEM), rk)
                          for rk, chunk in self._replica_groups(t, uniq, MULTI_KEYS)]
-        found: dict[str, tuple[Any, Any]] = {}
+        found: dict[str, tuple[Any, Any, Any]] = {}
         for rows in results:
-            for nid, upd, props in rows:
-                found[nid] = (upd, props)
+            for nid, upd, props, pb in rows:
+                found[nid] = (upd, props, pb)
         for nid in uniq:  # in request order
             hit = found.get(nid)
             if hit is not None:
-                out[nid] = Node(node_type, nid, decode_props(hit[1]), hit[0] or 0)
+                out[nid] = Node(node_type, nid, merge_props(hit[1], hit[2]), hit[0] or 0)
         return out
 
     def _adjacency_plan(self, edge_type: str, node_ids: Sequence[str], direction: Direction, limit: int,
@@ -363,11 +433,11 @@ class GraphStore:
                          for rk, chunk in self._replica_groups(t, uniq, per_request)]
         by_id: dict[str, list[AdjacencyRow]] = {}
         for rows in results:
-            for rid, key, upd, props in rows:
+            for rid, key, upd, props, pb in rows:
                 lst = by_id.get(rid)
                 if lst is None:
                     by_id[rid] = lst = []
-                lst.append((key, upd or 0, props))
+                lst.append((key, upd or 0, (props, pb)))
         out: dict[str, list[AdjacencyRow]] = {}
         again: list[str] = []
         for nid in uniq:
@@ -434,6 +504,10 @@ class GraphStore:
             first = (yield [(t, self._EDGE_FIRST, (node_id, page))])[0]
             cand: list[tuple[str, int]] = [(r[0], r[1] or 0) for r in first]
             full = {r[0]: r for r in first}
+            idx = self.latest_index(t) if len(first) == page else None
+            if idx is not None:  # a long list with a newest-first index: read only its head
+                return (yield from self._latest_index_plan(t, idx, node_id, limit, extra, since,
+                                                           after if cur_ts is not None else None, skipped))
             if len(first) == page:  # the list is longer than one page: read the rest key-only
                 last = first[-1][0]
                 while True:
@@ -463,7 +537,64 @@ class GraphStore:
             top = top[:limit]
             picked = [full[k] for k, _ in top if k in full]
             next_cursor = EdgeCursor(top[-1][0], top[-1][1]) if (more and top) else None
-        return RowPage([(r[0], r[1] or 0, r[2]) for r in picked], next_cursor)
+        return RowPage([(r[0], r[1] or 0, (r[2], r[3])) for r in picked], next_cursor)
+
+    _IDX_AT_AFTER = ("SELECT updated_at, item_key FROM {t} WHERE record_id = ? AND updated_at = ? AND item_key > ? "
+                     "LIMIT ?")
+    _IDX_BEFORE = "SELECT updated_at, item_key FROM {t} WHERE record_id = ? AND updated_at < ? LIMIT ?"
+
+    def _latest_index_plan(self, t: Table, idx: Table, node_id: str, limit: int, extra: int, since: int,
+                           after: EdgeCursor | None, skipped: set[str] | None) -> Plan:
+        """order=latest of a long list through its newest-first index: read index entries newest
+        first (pages of twice what is wanted), keep each key's first (newest) entry, and confirm it
+        against the adjacency row (one ``IN`` on the clustering key): an entry counts only while the
+        row exists with exactly that ``updated_at``. Older entries of a re-written edge and entries of
+        deleted edges are skipped that way, so the index never needs a read-before-write. Stops as
+        soon as ``limit`` (+ ``extra``) edges are confirmed or the entries fall behind ``since``."""
+        want = limit + extra
+        page = min(max(2 * want, 64), MAX_PAGE)
+        seen: set[str] = set()
+        picked: list[Any] = []
+        pos: tuple[int, str] | None = (after.updated_at or 0, after.key) if after is not None else None
+        done = False
+        while len(picked) < want and not done:
+            if pos is None:
+                pages = yield [(idx, self._IDX_FIRST, (node_id, page))]
+            else:
+                pages = yield [(idx, self._IDX_AT_AFTER, (node_id, pos[0], pos[1], page)),
+                               (idx, self._IDX_BEFORE, (node_id, pos[0], page))]
+            entries = [(r[0] or 0, r[1]) for rows in pages for r in rows]
+            done = all(len(rows) < page for rows in pages)
+            if len(pages) == 2 and len(pages[0]) == page:  # more at this very timestamp: page it first
+                entries, done = entries[:page], False
+            new: list[tuple[str, int]] = []
+            for ts, key in entries:
+                if key in seen:
+                    continue
+                seen.add(key)
+                if ts < since:
+                    if skipped is not None:
+                        skipped.add(node_id)
+                    done = True
+                    break
+                new.append((key, ts))
+            if entries:
+                pos = entries[-1]
+            if not new:
+                continue
+            keys = [k for k, _ in new]
+            res = yield [(t, self._EDGE_IN, (node_id, keys[i:i + 100])) for i in range(0, len(keys), 100)]
+            rows_by_key = {r[0]: r for rows in res for r in rows}
+            for key, ts in new:
+                r = rows_by_key.get(key)
+                if r is not None and (r[1] or 0) == ts:
+                    picked.append(r)
+                    if len(picked) >= want:
+                        break
+        more = len(picked) > limit
+        picked = picked[:limit]
+        nxt = EdgeCursor(picked[-1][0], picked[-1][1] or 0) if (more and picked) else None
+        return RowPage([(r[0], r[1] or 0, (r[2], r[3])) for r in picked], nxt)
 
     # ------------------------------------------------------------------ runners
     def _statement(self, q: Query) -> BoundStatement:

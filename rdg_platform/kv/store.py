@@ -4,13 +4,15 @@ A *namespace* (one per node/edge type, from ``spec.namespaces``) is one table::
 
     record_id  text     -- partition key: the node id, or the edge's origin node (adjacency owner)
     item_key   text     -- clustering key: NODE_ITEM for nodes, the other end's id for edges
-    props      map<text, text>   -- JSON-encoded property values, LWW per property
+    props      map<text, text>   -- JSON-encoded property values of partial writes, LWW per property
+    pb         blob     -- the whole property set of a full write (see rdg_platform.kv.codec)
     value      blob     -- opaque value for generic KV users
     updated_at bigint   -- event time (ms) of the latest write; ends as the max event time
 
 Every write is ``UPDATE ... USING TIMESTAMP <event_time_ms*1000> AND TTL <ttl>``: the event time is the
 cell timestamp, so a late, older update never overwrites a newer one, retries and replays converge,
-and a partial update touches only the properties it carries. Writes are idempotent by construction,
+and a partial update touches only the properties it carries (a full one, every property of the type,
+is one blob: :mod:`rdg_platform.kv.codec` has the layout and why LWW stays per property). Writes are idempotent by construction,
 which is what lets the streaming sink be at-least-once.
 
 Operations: :meth:`KVStore.put_items`, :meth:`get_items` (keys / prefix / range, paged by a
@@ -31,7 +33,7 @@ from cassandra.concurrent import execute_concurrent
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, PreparedStatement
 
 from rdg_platform.kv.cluster import ClusterConfig, Credentials, SessionRegistry
-from rdg_platform.kv.codec import decode_props, encode_props
+from rdg_platform.kv.codec import encode_blob, encode_props, merge_props
 from rdg_platform.model.spec import GraphSpec, Namespace
 from rdg_platform.topology import check_identifier
 
@@ -89,7 +91,7 @@ class Table:
         return f"{self.keyspace}.{self.name}"
 
 
-_SEL = "SELECT item_key, updated_at, props, value FROM {t} WHERE record_id = ?"
+_SEL = "SELECT item_key, updated_at, props, value, pb FROM {t} WHERE record_id = ?"
 # (lower-bound operator, has upper bound) -> template; constant strings, values are bound.
 _RANGE_QUERIES: dict[tuple[str | None, bool], str] = {
     (None, False): _SEL + " LIMIT ?",
@@ -204,6 +206,18 @@ class KVStore:
     UPSERT = ("UPDATE {t} USING TIMESTAMP ? AND TTL ? SET props = props + ?, value = ?, updated_at = ? "
               "WHERE record_id = ? AND item_key = ?")
 
+    # A full write: every property of the type, as one blob; ``props = null`` overwrites the map (a
+    # collection tombstone at the write's timestamp - 1), so no older partial cell outlives it.
+    UPSERT_FULL = ("UPDATE {t} USING TIMESTAMP ? AND TTL ? SET pb = ?, props = null, value = ?, updated_at = ? "
+                   "WHERE record_id = ? AND item_key = ?")
+
+    @staticmethod
+    def full_params(record_id: str, item_key: str, props: Mapping[str, Any], value: bytes | None,
+                    event_time_ms: int, ttl_s: int) -> tuple[Any, ...]:
+        """Bound values for :attr:`UPSERT_FULL` (``props`` must hold every property of the type)."""
+        return (event_time_ms * 1000, ttl_s, encode_blob(props), UNSET_VALUE if value is None else value,
+                event_time_ms, record_id, item_key)
+
     @staticmethod
     def upsert_params(record_id: str, item_key: str, props: Mapping[str, Any] | None, value: bytes | None,
                       event_time_ms: int, ttl_s: int) -> tuple[Any, ...]:
@@ -214,12 +228,17 @@ class KVStore:
 
     def execute_writes(self, writes: Sequence[tuple[Table, tuple[Any, ...]]]) -> None:
         """Run UPSERTs concurrently (bounded), grouped per cluster; block until all are acked."""
+        self.execute_statements([(t, self.UPSERT, params) for t, params in writes])
+
+    def execute_statements(self, writes: Sequence[tuple[Table, str, tuple[Any, ...]]]) -> None:
+        """Run ``(table, CQL template, bound values)`` writes concurrently (bounded), grouped per
+        cluster; block until all are acked."""
         by_cluster: dict[str, list[tuple[PreparedStatement, tuple[Any, ...]]]] = {}
-        stmts: dict[Table, tuple[PreparedStatement, list[tuple[PreparedStatement, tuple[Any, ...]]]]] = {}
-        for t, params in writes:
-            entry = stmts.get(t)
+        stmts: dict[tuple[Table, str], tuple[PreparedStatement, list[tuple[PreparedStatement, tuple[Any, ...]]]]] = {}
+        for t, cql, params in writes:
+            entry = stmts.get((t, cql))
             if entry is None:
-                entry = stmts[t] = (self.prepare(t, self.UPSERT), by_cluster.setdefault(t.cluster, []))
+                entry = stmts[(t, cql)] = (self.prepare(t, cql), by_cluster.setdefault(t.cluster, []))
             entry[1].append((entry[0], params))
         for cluster, batch in by_cluster.items():
             self._run(self.cluster_session(cluster), batch)
@@ -325,7 +344,7 @@ class KVStore:
         t = self.table(namespace, reverse)
         session = self.session(t)
         if keys is not None:
-            ps = self.prepare(t, "SELECT item_key, updated_at, props, value FROM {t} "
+            ps = self.prepare(t, "SELECT item_key, updated_at, props, value, pb FROM {t} "
                                  "WHERE record_id = ? AND item_key IN ?")
             rows = list(session.execute(ps, (record_id, list(keys))))
             return ItemPage([self._item(record_id, r) for r in rows], None)
@@ -351,7 +370,7 @@ class KVStore:
 
     @staticmethod
     def _item(record_id: str, row: Sequence[Any]) -> KVItem:
-        return KVItem(record_id, row[0], decode_props(row[2]), row[3], row[1] or 0)
+        return KVItem(record_id, row[0], merge_props(row[2], row[4]), row[3], row[1] or 0)
 
     def scan(self, namespace: str, splits: int = 16, page_size: int = 1000, reverse: bool = False,
              ranges: Sequence[tuple[int, int]] | None = None) -> Iterator[KVItem]:
@@ -359,14 +378,14 @@ class KVStore:
         explicit ``ranges`` of (exclusive start, inclusive end) so callers can parallelise an export).
         Driver-paged, so memory stays bounded."""
         t = self.table(namespace, reverse)
-        ps = self.prepare(t, "SELECT record_id, item_key, updated_at, props, value FROM {t} "
+        ps = self.prepare(t, "SELECT record_id, item_key, updated_at, props, value, pb FROM {t} "
                              "WHERE token(record_id) > ? AND token(record_id) <= ?", paged=True)
         session = self.session(t)
         for lo, hi in ranges or token_ranges(splits):
             bound = ps.bind((lo, hi))
             bound.fetch_size = page_size
             for r in session.execute(bound):
-                yield KVItem(r[0], r[1], decode_props(r[3]), r[4], r[2] or 0)
+                yield KVItem(r[0], r[1], merge_props(r[3], r[5]), r[4], r[2] or 0)
 
 
 def token_ranges(splits: int) -> list[tuple[int, int]]:

@@ -37,6 +37,7 @@ from typing import Any
 from cassandra import InvalidRequest
 from cassandra.cluster import Session
 
+from rdg_platform.kv.codec import checksum_line
 from rdg_platform.kv.store import KVStore, Table, token_ranges
 from rdg_platform.model.spec import GraphSpec, Namespace
 from rdg_platform.topology import check_identifier, kv_table
@@ -55,7 +56,7 @@ _SELECT_ONE = "SELECT version, table_name, reverse_table FROM {ks}.namespace_ver
 _SELECT_ALL = "SELECT namespace, version, table_name, reverse_table FROM {ks}.namespace_versions"
 _INSERT = ("INSERT INTO {ks}.namespace_versions (namespace, version, table_name, reverse_table, rows, checksum, "
            "previous_table, switched_at) VALUES (?, ?, ?, ?, ?, ?, ?, toTimestamp(now()))")
-_SCAN = ("SELECT record_id, item_key, props, updated_at, writetime(updated_at), writetime(props) "
+_SCAN = ("SELECT record_id, item_key, props, updated_at, writetime(updated_at), writetime(props), pb, writetime(pb) "
          "FROM {ks}.{t} WHERE token(record_id) > ? AND token(record_id) <= ?")
 
 
@@ -252,15 +253,25 @@ def switch_version(session: Session, ns: Namespace, version: int, rows: int, che
 
 
 def _scan(session: Session, keyspace: str, table: str, splits: int) -> Iterator[Any]:
-    ps = session.prepare(_SCAN.format(ks=_ks(keyspace), t=check_identifier(table, "table")))
+    t = check_identifier(table, "table")
+    try:
+        ps = session.prepare(_SCAN.format(ks=_ks(keyspace), t=t))
+        pad: tuple[Any, ...] = ()
+    except InvalidRequest as exc:  # a codec version 1 table (no pb column yet): same digest, no blob
+        if "pb" not in str(exc):
+            raise
+        ps = session.prepare(_SCAN.format(ks=_ks(keyspace), t=t).replace(", pb, writetime(pb)", ""))
+        pad = (None, None)
     for lo, hi in token_ranges(splits):
         bound = ps.bind((lo, hi))
         bound.fetch_size = 2000
-        yield from session.execute(bound)
+        for r in session.execute(bound):
+            yield (*r, *pad) if pad else r
 
 
 def table_checksum(session: Session, keyspace: str, table: str, splits: int = 8) -> tuple[int, str]:
-    """(rows, digest) over every row's key, property values, ``updated_at`` and write times.
+    """(rows, digest) over every row's key, property values, ``updated_at`` and write times (the
+    properties as state: see :func:`rdg_platform.kv.codec.checksum_line`).
 
     Order-independent (sum of per-row SHA-256 prefixes mod 2^128), so token-range scans in any order
     and two tables filled in different orders compare equal exactly when their contents do.
@@ -268,15 +279,9 @@ def table_checksum(session: Session, keyspace: str, table: str, splits: int = 8)
     total = 0
     rows = 0
     for r in _scan(session, keyspace, table, splits):
-        props = r[2] or {}
-        keys = sorted(props)
-        wts = r[5]
-        if isinstance(wts, list | tuple):  # Cassandra 5: one write time per map entry, in key order
-            wt_map = dict(zip(sorted(props), wts, strict=False))
-        else:
-            wt_map = {k: wts for k in keys}
-        line = "\x1e".join([r[0], r[1], str(r[3]), str(r[4])] +
-                           [f"{k}={props[k]}@{wt_map.get(k)}" for k in keys])
+        # Cassandra 5 gives one write time per map entry, in key order; properties are compared
+        # whichever column (map or blob) holds them.
+        line = checksum_line(r[0], r[1], r[3], r[4], r[2], r[5], r[6], r[7])
         total = (total + int.from_bytes(hashlib.sha256(line.encode()).digest()[:16], "big")) % (1 << 128)
         rows += 1
     return rows, f"{total:032x}"

@@ -431,7 +431,7 @@ class KafkaReplay:
         table[str(key)] = dict(ev)
 
 
-_SCAN = ("SELECT record_id, item_key, props, updated_at, writetime(updated_at), writetime(props) "
+_SCAN = ("SELECT record_id, item_key, props, updated_at, writetime(updated_at), writetime(props), pb, writetime(pb) "
          "FROM {ks}.{t} WHERE token(record_id) > ? AND token(record_id) <= ?")
 
 
@@ -445,6 +445,7 @@ def range_checksums(session: Session, ns: Namespace, key_range: tuple[str, str] 
     """
     import hashlib
 
+    from rdg_platform.kv.codec import checksum_line
     from rdg_platform.kv.store import token_ranges
     from rdg_platform.topology import check_identifier
 
@@ -459,11 +460,7 @@ def range_checksums(session: Session, ns: Namespace, key_range: tuple[str, str] 
             for r in session.execute(bound):
                 if key_range is not None and not key_range[0] <= r[0] < key_range[1]:
                     continue
-                props = r[2] or {}
-                keys = sorted(props)
-                wts = r[5]
-                wt = dict(zip(keys, wts, strict=False)) if isinstance(wts, list | tuple) else dict.fromkeys(keys, wts)
-                line = "\x1e".join([r[0], r[1], str(r[3]), str(r[4])] + [f"{k}={props[k]}@{wt.get(k)}" for k in keys])
+                line = checksum_line(r[0], r[1], r[3], r[4], r[2], r[5], r[6], r[7])  # props from map or blob
                 total = (total + int.from_bytes(hashlib.sha256(line.encode()).digest()[:16], "big")) % (1 << 128)
                 rows += 1
         out[role] = (rows, f"{total:032x}")

@@ -50,6 +50,7 @@ from rdg_platform.kv.codec import decode_props
 from rdg_platform.kv.graph_store import GraphStore, UnknownTypeError
 from rdg_platform.model.spec import GraphSpec
 from rdg_platform.serving.auth import BearerAuthMiddleware, TokenVerifier
+from rdg_platform.serving.cache import NodeCache
 from rdg_platform.serving.erasures import erasure_router
 from rdg_platform.serving.explore import explore_router
 from rdg_platform.serving.metrics import Metrics
@@ -296,6 +297,7 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
     holder = _StoreHolder(gstore)
     asof = AsOfGraph(gstore, HistoryReader.from_settings(s, spec))
     metrics = Metrics()
+    node_cache = NodeCache(s.api.node_cache_size, s.api.node_cache_ttl_s, registry=metrics.registry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -374,7 +376,7 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
                 if node is None:
                     return _err(404, f"node {type}/{id} not found as of {as_of}")
                 return _json({**node_json(node), "source": source})
-            node = await s.aget_node(type, id)
+            node = await node_cache.get(s, type, id)  # at most RDG_API_NODE_CACHE_TTL_S stale
             metrics.observe("node", "storage", time.perf_counter() - t1)
             if node is None:
                 return _err(404, f"node {type}/{id} not found")
@@ -472,7 +474,7 @@ def create_app(spec: GraphSpec | None = None, store: GraphStore | None = None, *
                 body["source"] = "history" if "history" in past.sources else "live"
                 return _json(body)
             body = await traverse(s, req.start.id, hops, req.include_nodes, stats,
-                                  Budget.of(max_edges, deadline_ms))
+                                  Budget.of(max_edges, deadline_ms), node_cache)
             metrics.observe("traverse", "storage", stats.storage_s)
             if req.include_nodes:
                 metrics.observe("traverse", "enrich", stats.enrich_s)

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rdg_platform.kv.codec import decode_props
 from rdg_platform.kv.graph_store import GraphStore
 from rdg_platform.model.spec import GraphSpec
+from rdg_platform.serving.cache import NodeCache
 from rdg_platform.serving.shapes import node_json
 
 MAX_HOPS = 4
@@ -223,9 +224,11 @@ async def _read_level(store: GraphStore, hop: PlannedHop, frontier: list[str], b
 
 
 async def traverse(store: GraphStore, start_id: str, hops: list[PlannedHop], include_nodes: bool,
-                   stats: TraversalStats | None = None, budget: Budget | None = None) -> dict[str, Any]:
+                   stats: TraversalStats | None = None, budget: Budget | None = None,
+                   node_cache: NodeCache | None = None) -> dict[str, Any]:
     """Run a planned traversal; returns ``{"levels": [{"hop", "edges", "truncated", "truncated_by",
-    "nodes"?}, ...]}``. ``budget`` (default: unbounded) caps the edges read and the time spent."""
+    "nodes"?}, ...]}``. ``budget`` (default: unbounded) caps the edges read and the time spent;
+    ``node_cache`` (the service's) answers ``include_nodes`` reads it holds fresh."""
     st = stats or TraversalStats()
     b = budget or Budget(2**62, float("inf"))
     frontier = [start_id]
@@ -258,7 +261,10 @@ async def traverse(store: GraphStore, start_id: str, hops: list[PlannedHop], inc
             typ, ids = lv["_next"]
             wanted.setdefault(typ, []).extend(ids)
         types = list(wanted)
-        results = await asyncio.gather(*(store.aget_nodes(typ, list(dict.fromkeys(wanted[typ]))) for typ in types))
+        if node_cache is not None:
+            results = await asyncio.gather(*(node_cache.get_many(store, typ, wanted[typ]) for typ in types))
+        else:
+            results = await asyncio.gather(*(store.aget_nodes(typ, list(dict.fromkeys(wanted[typ]))) for typ in types))
         found = dict(zip(types, results, strict=True))
         st.reads += sum(len(set(ids)) for ids in wanted.values())
         for lv in levels:

@@ -254,3 +254,72 @@ def test_reads_do_not_create_tables(services: object, cfg: Settings) -> None:
         assert session.execute(q, (spec.namespaces["node.account"].keyspace,)).one() is None
     finally:
         gs.close()
+
+
+def test_full_writes_are_one_blob_and_lww_stays_per_property(store: GraphStore) -> None:
+    """account's properties are country, plan, last_seen_ts: a record with all three is a full
+    write (the blob column), any other a partial one (map cells); LWW holds across the two."""
+    store.write([node("account", "blob1", {"country": "FR", "plan": "basic", "last_seen_ts": 10}, 10)])
+    t = store.node_table("account")
+    row = store.kv.session(t).execute(f"SELECT props, pb FROM {t.fq} WHERE record_id = 'blob1'").one()  # noqa: S608 - spec table name
+    assert row[0] is None and row[1] is not None  # one blob, no map cells
+    store.write([node("account", "blob1", {"plan": "premium"}, 20)])  # newer partial: wins for plan
+    store.write([node("account", "blob1", {"country": "US"}, 5)])  # older partial: shadowed by the blob
+    n = store.get_node("account", "blob1")
+    assert n == Node("account", "blob1", {"country": "FR", "plan": "premium", "last_seen_ts": 10}, 20)
+    # an older full write arriving late changes nothing; a newer one replaces every property
+    store.write([node("account", "blob1", {"country": "DE", "plan": "x", "last_seen_ts": 1}, 1)])
+    assert store.get_node("account", "blob1") == n
+    store.write([node("account", "blob1", {"country": "IT", "plan": "std", "last_seen_ts": 30}, 30)])
+    assert store.get_node("account", "blob1") == Node("account", "blob1",
+                                                      {"country": "IT", "plan": "std", "last_seen_ts": 30}, 30)
+    # a partial write at the same event time as the full one wins for its property
+    store.write([node("account", "blob1", {"plan": "tie"}, 30)])
+    assert store.get_node("account", "blob1").properties["plan"] == "tie"  # type: ignore[union-attr]
+
+
+def test_any_write_order_converges(store: GraphStore) -> None:
+    import itertools
+
+    recs = [node("account", "conv", {"country": "FR", "plan": "a", "last_seen_ts": 10}, 10),
+            node("account", "conv", {"plan": "b"}, 15),
+            node("account", "conv", {"country": "US", "plan": "c", "last_seen_ts": 12}, 12),
+            node("account", "conv", {"last_seen_ts": 20}, 20)]
+    # by hand, per property, the newest event time that carried it: country US@12, plan b@15, last_seen 20@20
+    want = {"country": "US", "plan": "b", "last_seen_ts": 20}
+    for i, order in enumerate(itertools.permutations(recs)):
+        rid = f"conv{i}"
+        for r in order:
+            store.write([GraphRecord(r.kind, r.type, rid, None, r.properties, r.updated_at)])
+        assert store.get_node("account", rid) == Node("account", rid, want, 20), order
+
+
+def test_version_1_table_is_read_and_upgraded(services: object, cfg: Settings) -> None:
+    """A table created with the map-only layout (codec version 1) keeps serving its rows after
+    ensure_schema adds the blob column, and new full writes land in the blob."""
+    from rdg_platform.kv.versions import table_checksum
+
+    ks = unique_keyspace("rdg_test_kvv1")
+    spec = isolated_spec(ks, cfg)
+    gs = GraphStore.from_spec(spec, cfg.cassandra)
+    try:
+        t = gs.node_table("account")
+        session = gs.kv.cluster_session(t.cluster)
+        session.execute(f"CREATE KEYSPACE {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}")
+        session.execute(f"CREATE TABLE {t.fq} (record_id text, item_key text, props map<text, text>, value blob, "
+                        "updated_at bigint, PRIMARY KEY ((record_id), item_key))")
+        old_upsert = f"UPDATE {t.fq} USING TIMESTAMP 10000 SET props = props + %s, updated_at = 10 WHERE record_id = %s AND item_key = %s"  # noqa: S608,E501
+        session.execute(old_upsert, ({"country": '"FR"', "plan": '"basic"'}, "old", NODE_ITEM))
+        before = table_checksum(session, ks, t.name)
+        ensure_schema(gs.kv, spec)
+        assert table_checksum(session, ks, t.name) == before  # same state, same digest
+        assert gs.get_node("account", "old") == Node("account", "old", {"country": "FR", "plan": "basic"}, 10)
+        gs.write([node("account", "old", {"last_seen_ts": 20}, 20)])
+        gs.write([node("account", "new", {"country": "US", "plan": "std", "last_seen_ts": 5}, 5)])
+        assert gs.get_node("account", "old") == Node("account", "old",
+                                                     {"country": "FR", "plan": "basic", "last_seen_ts": 20}, 20)
+        assert gs.get_node("account", "new") == Node("account", "new",
+                                                     {"country": "US", "plan": "std", "last_seen_ts": 5}, 5)
+    finally:
+        gs.kv.drop_keyspaces()
+        gs.close()

@@ -71,3 +71,39 @@ def test_cluster_logs_in_and_verifies_tls_when_configured() -> None:
         assert plain.auth_provider is None and plain.ssl_context is None
     finally:
         plain.shutdown()
+
+
+def test_blob_roundtrip_and_format_byte() -> None:
+    from rdg_platform.kv.codec import BLOB_V1, CodecError, decode_blob, encode_blob
+
+    props = {"n": 42, "s": "x", "l": ["a", "b"], "b": True, "f": 1.5, "none": None}
+    blob = encode_blob(props)
+    assert blob[0] == BLOB_V1
+    assert decode_blob(blob) == {"n": 42, "s": "x", "l": ["a", "b"], "b": True, "f": 1.5}
+    assert encode_blob({"b": 1, "a": 2}) == encode_blob({"a": 2, "b": 1})  # key order never matters
+    with pytest.raises(CodecError, match="format 9 is unknown"):
+        decode_blob(b"\x09abc")
+    with pytest.raises(CodecError, match="corrupt"):
+        decode_blob(b"\x01\xc1")
+
+
+def test_map_entries_win_over_the_blob() -> None:
+    """A surviving map entry is never older than the blob (the full write tombstoned older ones)."""
+    from rdg_platform.kv.codec import decode_props, encode_blob, merge_props
+
+    blob = encode_blob({"country": "FR", "plan": "basic"})
+    assert merge_props({"plan": '"premium"'}, blob) == {"country": "FR", "plan": "premium"}
+    assert decode_props(({"plan": '"premium"'}, blob)) == {"country": "FR", "plan": "premium"}
+    assert decode_props((None, blob)) == {"country": "FR", "plan": "basic"}
+    assert decode_props((None, None)) == {} and decode_props({"a": "1"}) == {"a": 1}
+
+
+def test_checksum_line_depends_on_state_not_layout() -> None:
+    """One full write vs the same values as map cells with the same write times: same line."""
+    from rdg_platform.kv.codec import checksum_line, encode_blob
+
+    blob_row = checksum_line("r", "k", 5, 5000, None, None, encode_blob({"a": 1, "b": "x"}), 5000)
+    map_row = checksum_line("r", "k", 5, 5000, {"a": "1", "b": '"x"'}, [5000, 5000], None, None)
+    assert blob_row == map_row == "r\x1ek\x1e5\x1e5000\x1ea=1@5000\x1eb=\"x\"@5000"
+    mixed = checksum_line("r", "k", 6, 6000, {"a": "2"}, [6000], encode_blob({"a": 1, "b": "x"}), 5000)
+    assert mixed.endswith("a=2@6000\x1eb=\"x\"@5000")
