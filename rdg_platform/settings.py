@@ -73,6 +73,9 @@ class KafkaSettings(_Section):
     bind_host: str = Field("127.0.0.1", description="local broker: listen address")
     port: int = Field(9092, ge=1, le=65535, description="local broker: client port")
     controller_port: int = Field(9093, ge=1, le=65535, description="local broker: KRaft controller port")
+    ssl_port: int | None = Field(
+        None, ge=1, le=65535, description="local broker: also listen SASL_SSL here (TLS from a CA generated under "
+                                          "<state_dir>/secrets/kafka-tls; clients set RDG_KAFKA_SSL_CA to its ca.crt)")
 
     @property
     def bootstrap_servers(self) -> str:

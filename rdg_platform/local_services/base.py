@@ -104,12 +104,17 @@ class Service(ABC):
         return [f"-Drdg.service={self.name}", f"-Drdg.state={self.settings.state_dir}"]
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (configs that carry secrets)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write a file only its owner can read (configs, keys and tokens that carry secrets): created
+    0600 under a temporary name and renamed into place, so it is never readable by others, not even
+    half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
 
 
 def is_loopback(host: str) -> bool:

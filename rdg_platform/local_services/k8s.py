@@ -29,10 +29,8 @@ Nothing here reads the environment: paths and ports are constructor arguments, c
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import fcntl
 import hashlib
-import ipaddress
 import json
 import re
 import secrets
@@ -51,12 +49,20 @@ import httpx
 import psutil
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from rdg_platform.local_services.base import port_is_free, port_owner, tail
+from rdg_platform.local_services.base import port_is_free, port_owner, tail, write_private
 from rdg_platform.local_services.manager import _live
+from rdg_platform.local_services.tls import (
+    CA_DAYS,
+    CERT_DAYS,
+    certificate,
+    is_current,
+    write_cert,
+    write_key,
+)
 from rdg_platform.processes import send
 from rdg_platform.settings import Settings
 
@@ -91,9 +97,6 @@ KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 KUBERNETES_SERVICE_IP = "10.96.0.1"  # first address of the range: the `kubernetes` Service
 ADMIN_USER = "rdg-admin"
-CERT_DAYS = 825
-CA_DAYS = 3650
-RENEW_BEFORE = dt.timedelta(days=30)
 # Part of the binary cache key: bump it whenever the build commands below change.
 BUILD_RECIPE = "1"
 # Children get this environment only, so nothing of the caller's shell leaks into the cluster.
@@ -376,11 +379,11 @@ class K8sControlPlane:
         ca_key_path = pki / "ca.key"
         if not (self.ca_path.is_file() and ca_key_path.is_file()):
             ca_key = ec.generate_private_key(ec.SECP256R1())
-            ca_cert = _certificate(
+            ca_cert = certificate(
                 "rdg-local-kubernetes-ca", ca_key.public_key(), ca_key, None, days=CA_DAYS, is_ca=True
             )
-            _write_key(ca_key_path, ca_key)
-            _write_cert(self.ca_path, ca_cert)
+            write_key(ca_key_path, ca_key)
+            write_cert(self.ca_path, ca_cert)
         ca_key_loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
         if not isinstance(ca_key_loaded, ec.EllipticCurvePrivateKey):
             raise K8sError(f"{ca_key_path} is not an EC private key; delete {pki} to regenerate")
@@ -400,26 +403,26 @@ class K8sControlPlane:
         }
         for name, (dns, ips, usages) in leaves.items():
             crt, key = pki / f"{name}.crt", pki / f"{name}.key"
-            if key.is_file() and crt.is_file() and _current(crt, usages):
+            if key.is_file() and crt.is_file() and is_current(crt, usages):
                 continue
             leaf_key = ec.generate_private_key(ec.SECP256R1())
-            cert = _certificate(
+            cert = certificate(
                 f"rdg-{name}", leaf_key.public_key(), ca_key_loaded, ca_cert_loaded,
                 days=CERT_DAYS, dns=dns, ips=ips, usages=usages,
             )
-            _write_key(key, leaf_key)
-            _write_cert(crt, cert)
+            write_key(key, leaf_key)
+            write_cert(crt, cert)
         sa_key, sa_pub = pki / "sa.key", pki / "sa.pub"
         if not (sa_key.is_file() and sa_pub.is_file()):
             rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            _write_key(sa_key, rsa_key)
+            write_key(sa_key, rsa_key)
             sa_pub.write_bytes(
                 rsa_key.public_key().public_bytes(
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
                 )
             )
         if not self.token_file.is_file():
-            _write_private(
+            write_private(
                 self.token_file,
                 f'{secrets.token_urlsafe(32)},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'.encode(),
             )
@@ -445,7 +448,7 @@ class K8sControlPlane:
             "current-context": "rdg-local",
             "preferences": {},
         }
-        _write_private(self.kubeconfig_path, yaml.safe_dump(config, sort_keys=False).encode())
+        write_private(self.kubeconfig_path, yaml.safe_dump(config, sort_keys=False).encode())
 
     # -- component recipes -----------------------------------------------------------------------
     def _marker(self, name: str) -> str:
@@ -926,98 +929,3 @@ def _flock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to a file only its owner can read (created 0600, never world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = tmp.open("xb")
-    try:
-        tmp.chmod(0o600)
-        fd.write(data)
-    finally:
-        fd.close()
-    tmp.replace(path)
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
-    _write_private(
-        path,
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-    )
-
-
-def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
-def _current(cert_path: Path, usages: list[x509.ObjectIdentifier]) -> bool:
-    """True if the certificate is not near expiry and carries exactly the extended key usages wanted."""
-    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    if cert.not_valid_after_utc - dt.datetime.now(dt.UTC) < RENEW_BEFORE:
-        return False
-    try:
-        have = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-    except x509.ExtensionNotFound:
-        have = set()
-    return have == set(usages)
-
-
-def _certificate(
-    common_name: str,
-    public_key: ec.EllipticCurvePublicKey,
-    signing_key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Certificate | None,
-    *,
-    days: int,
-    is_ca: bool = False,
-    dns: list[str] | None = None,
-    ips: list[str] | None = None,
-    usages: list[x509.ObjectIdentifier] | None = None,
-) -> x509.Certificate:
-    """A certificate for ``public_key`` signed by ``signing_key`` (self-signed when no issuer)."""
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.subject if issuer is not None else subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-    )
-    if is_ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-    else:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=True,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        if usages:
-            builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns or []]
-        names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips or []]
-        if names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    if issuer is not None:
-        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-    return builder.sign(signing_key, hashes.SHA256())

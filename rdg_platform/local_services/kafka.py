@@ -9,10 +9,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import secrets
 import subprocess
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from rdg_platform.local_services.base import Probe, Service, port_is_open, write_private
 from rdg_platform.local_services.credentials import (
@@ -24,6 +27,7 @@ from rdg_platform.local_services.credentials import (
     load_or_create,
 )
 from rdg_platform.local_services.fetch import KAFKA_VERSION
+from rdg_platform.local_services.tls import SERVER, ensure_leaf
 from rdg_platform.settings import Settings
 from rdg_platform.topology import dlq_topic, graph_topic
 
@@ -153,8 +157,39 @@ class KafkaService(Service):
     def bind_host(self) -> str:
         return self.settings.kafka.bind_host
 
+    @property
+    def tls_dir(self) -> Path:
+        """The broker's TLS material: ``ca.crt`` is what SASL_SSL clients trust (``RDG_KAFKA_SSL_CA``)."""
+        return self.settings.state_dir / "secrets" / "kafka-tls"
+
+    def tls_keystore(self) -> tuple[Path, str]:
+        """The SASL_SSL listener's PKCS12 keystore (server key + certificate for the loopback names and
+        the bind host, from the local CA) and its password, created once per state dir."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.serialization import pkcs12
+
+        d = self.tls_dir
+        ips = ["127.0.0.1"] + ([self.bind_host] if self.bind_host not in ("127.0.0.1", "0.0.0.0", "localhost") else [])
+        crt, key = ensure_leaf(d, "broker", dns=["localhost"], ips=ips, usages=SERVER)
+        pw_file, store = d / "keystore.password", d / "broker.p12"
+        if not pw_file.is_file():
+            write_private(pw_file, secrets.token_urlsafe(24).encode())
+        password = pw_file.read_text()
+        if not store.is_file() or store.stat().st_mtime < crt.stat().st_mtime:
+            loaded = serialization.load_pem_private_key(key.read_bytes(), password=None)
+            assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+            blob = pkcs12.serialize_key_and_certificates(
+                b"broker", loaded, x509.load_pem_x509_certificate(crt.read_bytes()),
+                [x509.load_pem_x509_certificate((d / "ca.crt").read_bytes())],
+                serialization.BestAvailableEncryption(password.encode()))
+            write_private(store, blob)
+        return store, password
+
     def ports(self) -> dict[str, int]:
         ports = {"broker": self.settings.kafka.port, "controller": self.settings.kafka.controller_port}
+        if self.settings.kafka.ssl_port is not None:
+            ports["SASL_SSL"] = self.settings.kafka.ssl_port
         if self.benchmark_plaintext_port is not None:
             ports["benchmark plaintext"] = self.benchmark_plaintext_port
         return ports
@@ -219,6 +254,19 @@ class KafkaService(Service):
             "background.threads": "2",
             "log.retention.hours": "168",
         }
+        if k.ssl_port is not None:  # SASL_SSL: SCRAM over TLS, the server's key in a PKCS12 keystore
+            keystore, password = self.tls_keystore()
+            secure = f"SECURE://{bind}:{k.ssl_port}"
+            props["listeners"] += "," + secure
+            props["advertised.listeners"] += f",SECURE://{host}:{k.ssl_port}"
+            props["listener.security.protocol.map"] += ",SECURE:SASL_SSL"
+            props["listener.name.secure.sasl.enabled.mechanisms"] = SCRAM_MECHANISM
+            props[f"listener.name.secure.{SCRAM_MECHANISM.lower()}.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+            props["listener.name.secure.ssl.keystore.type"] = "PKCS12"
+            props["listener.name.secure.ssl.keystore.location"] = str(keystore)
+            props["listener.name.secure.ssl.keystore.password"] = password
+            props["listener.name.secure.ssl.key.password"] = password
         if self.benchmark_plaintext_port is not None:
             bench = f"BENCH://127.0.0.1:{self.benchmark_plaintext_port}"
             props["listeners"] += "," + bench

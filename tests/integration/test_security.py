@@ -162,3 +162,55 @@ def test_registry_refuses_a_non_loopback_bind_host(tmp_path: Path) -> None:
     s = s.model_copy(update={"registry": s.registry.model_copy(update={"bind_host": "0.0.0.0"})})
     with pytest.raises(ServiceError, match="RDG_REGISTRY_BIND_HOST=0.0.0.0.*loopback"):
         ServiceManager(s).up(["registry"], timeout=30)
+
+
+def test_kafka_sasl_ssl_listener(tmp_path: Path) -> None:
+    """SASL_SSL is configurable: with RDG_KAFKA_SSL_PORT the local broker also listens SCRAM over TLS,
+    with a server certificate from a CA generated in the state dir. A client trusting that CA
+    produces and consumes; a client trusting another CA is refused before SASL starts."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from rdg_platform.local_services.base import free_ports
+    from rdg_platform.local_services.kafka import KafkaService
+    from rdg_platform.local_services.tls import ensure_ca
+    from tests.support.session import isolated_settings
+
+    base = isolated_settings(tmp_path / "state")
+    ssl_port = free_ports(1)[0]
+    s = base.model_copy(update={"kafka": base.kafka.model_copy(update={"ssl_port": ssl_port})})
+    manager = ServiceManager(s)
+    try:
+        manager.up(["kafka"])
+        ca = KafkaService(s).tls_dir / "ca.crt"
+        assert ca.is_file()
+        tls = s.kafka.model_copy(update={"bootstrap": f"127.0.0.1:{ssl_port}", "security_protocol": "SASL_SSL",
+                                         "ssl_ca": ca})
+        conf = client_config(tls)
+        assert conf["security.protocol"] == "SASL_SSL" and conf["ssl.ca.location"] == str(ca)
+        admin = AdminClient(conf)
+        topic = f"tls-{uuid.uuid4().hex[:6]}"
+        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
+        assert _produce(conf, topic) is None
+        c = Consumer({**conf, "group.id": f"tls-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest"})
+        try:
+            c.subscribe([topic])
+            got = None
+            for _ in range(30):
+                msg = c.poll(1.0)
+                if msg is not None and not msg.error():
+                    got = msg.value()
+                    break
+            assert got == b"v"
+        finally:
+            c.close()
+        # a client that trusts another CA does not get past the TLS handshake
+        _key, _crt = ensure_ca(tmp_path / "other-ca", "someone-else")
+        errors: list[KafkaError] = []
+        other = AdminClient({**conf, "ssl.ca.location": str(tmp_path / "other-ca" / "ca.crt"),
+                             "error_cb": errors.append})
+        with pytest.raises(KafkaException):
+            other.list_topics(timeout=10)
+        other.poll(1.0)
+        assert any(e.code() == KafkaError._SSL for e in errors), errors
+    finally:
+        manager.down(purge=True)
