@@ -31,6 +31,16 @@ def spec(cfg: Settings) -> GraphSpec:
     return cfg.load_spec()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def dbt_manifest() -> None:
+    """The dbt manifest is a build artefact (``dagster dev`` parses the project itself; images run
+    ``dbt parse``); tests that load the Dagster definitions need it, whichever runs first."""
+    from rdg_platform.assets.dbt import dbt_project, prepare
+    from rdg_platform.settings import load_settings
+
+    prepare(dbt_project(load_settings({})))
+
+
 @pytest.fixture(scope="session")
 def services(cfg: Settings) -> Iterator[ServiceManager]:
     """Start (or reuse) Kafka, Cassandra and the registry; they stay up for the next run.
