@@ -171,6 +171,14 @@ def send(proc: psutil.Process, sig: signal.Signals, *, group: bool = True) -> No
         pass
 
 
+def stop_one(proc: psutil.Process | None, grace_s: float) -> str:
+    """Stop one process (group) as :func:`stop` does; what happened, for a status line."""
+    if proc is None:
+        return "not running"
+    outcome = stop([proc], grace_s=grace_s)[proc.pid]
+    return f"stopped (pid {proc.pid})" if outcome == "stopped" else f"killed after {grace_s:.0f}s (pid {proc.pid})"
+
+
 def stop(procs: Sequence[psutil.Process], *, grace_s: float, group: bool = True,
          kill_wait_s: float = 10.0) -> dict[int, str]:
     """Stop every process: SIGTERM all at once, wait up to ``grace_s`` for them together, SIGKILL

@@ -35,7 +35,6 @@ import json
 import re
 import secrets
 import shutil
-import signal
 import ssl
 import subprocess
 import time
@@ -63,7 +62,7 @@ from rdg_platform.local_services.tls import (
     write_cert,
     write_key,
 )
-from rdg_platform.processes import send
+from rdg_platform.processes import stop_one
 from rdg_platform.settings import Settings
 
 Echo = Callable[[str], None]
@@ -864,17 +863,7 @@ class K8sControlPlane:
                 if proc is None:
                     orphans = self._orphans(name)
                     proc = orphans[0] if orphans else None
-                if proc is None:
-                    outcome[name] = "not running"
-                else:
-                    send(proc, signal.SIGTERM)
-                    try:
-                        proc.wait(STOP_TIMEOUT_S)
-                        outcome[name] = f"stopped (pid {proc.pid})"
-                    except psutil.TimeoutExpired:
-                        send(proc, signal.SIGKILL)
-                        proc.wait(10)
-                        outcome[name] = f"killed after {STOP_TIMEOUT_S:.0f}s (pid {proc.pid})"
+                outcome[name] = stop_one(proc, STOP_TIMEOUT_S)
                 self._pid_file(name).unlink(missing_ok=True)
                 self.echo(f"{name}: {outcome[name]}")
             if purge:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +31,7 @@ import psutil
 
 from rdg_platform.local_services.base import port_is_free, port_owner, tail
 from rdg_platform.local_services.manager import ServiceError, ServiceStatus
-from rdg_platform.processes import send
+from rdg_platform.processes import stop_one
 from rdg_platform.settings import Settings, connect_host
 
 ROLES: tuple[str, ...] = ("master", "worker")
@@ -304,17 +303,7 @@ class SparkCluster:
             for role in reversed(ROLES):
                 name = f"spark-{role}"
                 proc = self._process(role)
-                if proc is None:
-                    outcome[name] = "not running"
-                else:
-                    send(proc, signal.SIGTERM)
-                    try:
-                        proc.wait(STOP_TIMEOUT_S)
-                        outcome[name] = f"stopped (pid {proc.pid})"
-                    except psutil.TimeoutExpired:
-                        send(proc, signal.SIGKILL)
-                        proc.wait(10)
-                        outcome[name] = f"killed after {STOP_TIMEOUT_S:.0f}s (pid {proc.pid})"
+                outcome[name] = stop_one(proc, STOP_TIMEOUT_S)
                 self._pid_file(role).unlink(missing_ok=True)
                 self.echo(f"{name}: {outcome[name]}")
         return outcome
