@@ -94,14 +94,17 @@ def bulk_load(store: GraphStore, raw_store: GraphStore, records: list[GraphRecor
     ttl = fwd.namespace.ttl_s
     stmts: list[tuple[Any, tuple[Any, ...]]] = []
     per_edge = 2 + (fi is not None) + (ri is not None)
-    idx_cql = GraphStore._IDX_WRITE
+    idx_f = raw_store.kv.prepare(fi, GraphStore._IDX_WRITE_FULL) if fi is not None else None
+    idx_r = raw_store.kv.prepare(ri, GraphStore._IDX_WRITE_FULL) if ri is not None else None
     for r in records:
-        stmts.append((ps_f, p(r.id, r.dst or "", r.properties, None, r.updated_at, ttl)))
-        stmts.append((ps_r, p(r.dst or "", r.id, r.properties, None, r.updated_at, ttl)))
-        if fi is not None:
-            stmts.append((raw_store.kv.prepare(fi, idx_cql), (r.id, r.updated_at, r.dst, r.updated_at * 1000, ttl)))
-        if ri is not None:
-            stmts.append((raw_store.kv.prepare(ri, idx_cql), (r.dst, r.updated_at, r.id, r.updated_at * 1000, ttl)))
+        fwd_params = p(r.id, r.dst or "", r.properties, None, r.updated_at, ttl)
+        blob = fwd_params[2]
+        stmts.append((ps_f, fwd_params))
+        stmts.append((ps_r, (*fwd_params[:5], r.dst or "", r.id)))
+        if idx_f is not None:
+            stmts.append((idx_f, (r.id, r.updated_at, r.dst, blob, r.updated_at * 1000, ttl)))
+        if idx_r is not None:
+            stmts.append((idx_r, (r.dst, r.updated_at, r.id, blob, r.updated_at * 1000, ttl)))
     warm = min(20_000, len(records))
     execute_concurrent(session, stmts[:warm * per_edge], concurrency=concurrency)
     store.write(records[:warm])

@@ -168,9 +168,13 @@ class GraphStore:
     _EDGES_MULTI = ("SELECT record_id, item_key, updated_at, props, pb FROM {t} WHERE record_id IN ? "
                     "PER PARTITION LIMIT ?")
     _NODES_MULTI = "SELECT record_id, updated_at, props, pb FROM {t} WHERE record_id IN ? AND item_key = ?"
-    _IDX_WRITE = "INSERT INTO {t} (record_id, updated_at, item_key) VALUES (?, ?, ?) USING TIMESTAMP ? AND TTL ?"
-    _IDX_FIRST = "SELECT updated_at, item_key FROM {t} WHERE record_id = ? LIMIT ?"
-    _IDX_UPTO = "SELECT updated_at, item_key FROM {t} WHERE record_id = ? AND updated_at <= ? LIMIT ?"
+    # Latest-index rows carry the write's properties like the adjacency row (INSERT: the row exists
+    # even for an edge without properties; every write to one index row has the same timestamp).
+    _IDX_WRITE = ("INSERT INTO {t} (record_id, updated_at, item_key, props) VALUES (?, ?, ?, ?) "
+                  "USING TIMESTAMP ? AND TTL ?")
+    _IDX_WRITE_FULL = ("INSERT INTO {t} (record_id, updated_at, item_key, pb) VALUES (?, ?, ?, ?) "
+                       "USING TIMESTAMP ? AND TTL ?")
+    _IDX_FIRST = "SELECT updated_at, item_key, props, pb FROM {t} WHERE record_id = ? LIMIT ?"
     _IDX_OF_KEY = ("SELECT updated_at FROM {t} WHERE record_id = ? AND item_key = ? ALLOW FILTERING")
     _IDX_DELETE = "DELETE FROM {t} USING TIMESTAMP ? WHERE record_id = ? AND updated_at = ? AND item_key = ?"
 
@@ -262,7 +266,8 @@ class GraphStore:
         tables = self.tables.current()  # one snapshot for the whole call: all of it goes to one version
         node_tables, edge_tables = tables.nodes, tables.edges
         full_nodes, full_edges = self._full_nodes, self._full_edges
-        partial, full, idx_write = KVStore.UPSERT, KVStore.UPSERT_FULL, self._IDX_WRITE
+        partial, full = KVStore.UPSERT, KVStore.UPSERT_FULL
+        idx_partial, idx_full = self._IDX_WRITE, self._IDX_WRITE_FULL
         for r in records:
             # Hot path (the sink and bulk loads): encode the properties once per record, reuse
             # the encoding for both sides of an edge, build bound tuples inline. A record carrying
@@ -285,16 +290,16 @@ class GraphStore:
                 ttl = fwd.namespace.ttl_s
                 enc: Any
                 if p and p.keys() == full_edges.get(r.type) and None not in p.values():
-                    cql, enc = full, encode_blob(p)
+                    cql, idx_cql, enc = full, idx_full, encode_blob(p)
                 else:
-                    cql, enc = partial, encode_props(p) if p else UNSET_VALUE
+                    cql, idx_cql, enc = partial, idx_partial, encode_props(p) if p else UNSET_VALUE
                 append((fwd, cql, (ts * 1000, ttl, enc, UNSET_VALUE, ts, r.id, dst)))
                 append((rev, cql, (ts * 1000, ttl, enc, UNSET_VALUE, ts, dst, r.id)))
                 fi, ri = self.latest_index(fwd), self.latest_index(rev)
                 if fi is not None:
-                    append((fi, idx_write, (r.id, ts, dst, ts * 1000, ttl)))
+                    append((fi, idx_cql, (r.id, ts, dst, enc, ts * 1000, ttl)))
                 if ri is not None:
-                    append((ri, idx_write, (dst, ts, r.id, ts * 1000, ttl)))
+                    append((ri, idx_cql, (dst, ts, r.id, enc, ts * 1000, ttl)))
         self.kv.execute_statements(writes)
 
     def latest_index(self, t: Table) -> Table | None:
@@ -539,58 +544,68 @@ class GraphStore:
             next_cursor = EdgeCursor(top[-1][0], top[-1][1]) if (more and top) else None
         return RowPage([(r[0], r[1] or 0, (r[2], r[3])) for r in picked], next_cursor)
 
-    _IDX_AT_AFTER = ("SELECT updated_at, item_key FROM {t} WHERE record_id = ? AND updated_at = ? AND item_key > ? "
-                     "LIMIT ?")
-    _IDX_BEFORE = "SELECT updated_at, item_key FROM {t} WHERE record_id = ? AND updated_at < ? LIMIT ?"
+    _IDX_AT_AFTER = ("SELECT updated_at, item_key, props, pb FROM {t} WHERE record_id = ? AND updated_at = ? "
+                     "AND item_key > ? LIMIT ?")
+    _IDX_BEFORE = "SELECT updated_at, item_key, props, pb FROM {t} WHERE record_id = ? AND updated_at < ? LIMIT ?"
 
     def _latest_index_plan(self, t: Table, idx: Table, node_id: str, limit: int, extra: int, since: int,
                            after: EdgeCursor | None, skipped: set[str] | None) -> Plan:
         """order=latest of a long list through its newest-first index: read index entries newest
-        first (pages of twice what is wanted), keep each key's first (newest) entry, and confirm it
-        against the adjacency row (one ``IN`` on the clustering key): an entry counts only while the
-        row exists with exactly that ``updated_at``. Older entries of a re-written edge and entries of
-        deleted edges are skipped that way, so the index never needs a read-before-write. Stops as
-        soon as ``limit`` (+ ``extra``) edges are confirmed or the entries fall behind ``since``."""
+        first, keep each key's first (newest) entry and stop as soon as ``limit`` (+ ``extra``)
+        edges are in hand or the entries fall behind ``since``. An entry written by a full write
+        holds the edge's whole state as of its time (nothing newer exists, or a newer entry would
+        have come first), so it is the answer as is. An entry of a partial write holds only the
+        properties it wrote: that edge is read from the adjacency row (one ``IN`` on the clustering
+        key), and counts only if the row still has exactly that ``updated_at``; on pages after a
+        cursor every entry is confirmed that way. Older entries of a
+        re-written edge are skipped by the newest-first order, so the index needs no read-before-write."""
         want = limit + extra
-        page = min(max(2 * want, 64), MAX_PAGE)
+        page = min(max(want + want // 4, 32), MAX_PAGE)
         seen: set[str] = set()
         picked: list[Any] = []
         pos: tuple[int, str] | None = (after.updated_at or 0, after.key) if after is not None else None
         done = False
+        # A page after a cursor has not seen the entries before it, so a stale entry (of an edge
+        # re-written later) can be its first sight of a key: every entry is confirmed by its row there.
+        trust_full = after is None
         while len(picked) < want and not done:
             if pos is None:
                 pages = yield [(idx, self._IDX_FIRST, (node_id, page))]
             else:
                 pages = yield [(idx, self._IDX_AT_AFTER, (node_id, pos[0], pos[1], page)),
                                (idx, self._IDX_BEFORE, (node_id, pos[0], page))]
-            entries = [(r[0] or 0, r[1]) for rows in pages for r in rows]
+            entries = [r for rows in pages for r in rows]
             done = all(len(rows) < page for rows in pages)
             if len(pages) == 2 and len(pages[0]) == page:  # more at this very timestamp: page it first
-                entries, done = entries[:page], False
-            new: list[tuple[str, int]] = []
-            for ts, key in entries:
+                entries, done = list(pages[0]), False
+            new: list[Any] = []  # (key, updated_at, props, pb), newest first
+            for r in entries:
+                key = r[1]
                 if key in seen:
                     continue
                 seen.add(key)
-                if ts < since:
+                if (r[0] or 0) < since:
                     if skipped is not None:
                         skipped.add(node_id)
                     done = True
                     break
-                new.append((key, ts))
+                new.append((key, r[0] or 0, r[2], r[3]))
             if entries:
-                pos = entries[-1]
-            if not new:
-                continue
-            keys = [k for k, _ in new]
-            res = yield [(t, self._EDGE_IN, (node_id, keys[i:i + 100])) for i in range(0, len(keys), 100)]
-            rows_by_key = {r[0]: r for rows in res for r in rows}
-            for key, ts in new:
-                r = rows_by_key.get(key)
-                if r is not None and (r[1] or 0) == ts:
-                    picked.append(r)
-                    if len(picked) >= want:
-                        break
+                pos = (entries[-1][0] or 0, entries[-1][1])
+            partial = [c[0] for c in new if c[3] is None or not trust_full]
+            rows_by_key: dict[str, Any] = {}
+            if partial:
+                res = yield [(t, self._EDGE_IN, (node_id, partial[i:i + 100])) for i in range(0, len(partial), 100)]
+                rows_by_key = {r[0]: r for rows in res for r in rows}
+            for c in new:
+                if c[3] is None or not trust_full:
+                    r = rows_by_key.get(c[0])
+                    if r is None or (r[1] or 0) != c[1]:
+                        continue  # deleted since, or a newer write is on its way to the index
+                    c = r
+                picked.append(c)
+                if len(picked) >= want:
+                    break
         more = len(picked) > limit
         picked = picked[:limit]
         nxt = EdgeCursor(picked[-1][0], picked[-1][1] or 0) if (more and picked) else None

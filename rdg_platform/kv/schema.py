@@ -8,7 +8,8 @@ column added (``ALTER TABLE``), so it keeps serving; its rows are rewritten in t
 blue/green rebuild.
 
 Latest index (``<adjacency table>_lt``): ``(record_id, updated_at, item_key)`` clustered newest
-first, one row per edge write, with the write's TTL. An order=latest read of a list longer than one
+first, one row per edge write holding that write's properties (``props``/``pb`` as in the adjacency
+row), with the write's TTL. An order=latest read of a list longer than one
 page reads it until it has its ``limit`` newest edges instead of reading the whole partition (see
 :mod:`rdg_platform.kv.graph_store`). It is created together with its adjacency table only: an
 adjacency table that existed before it holds edges the index never saw, so it gets no index (and
@@ -51,6 +52,7 @@ _TABLE = ("CREATE TABLE IF NOT EXISTS {ks}.{t} ("
           "PRIMARY KEY ((record_id), item_key)) WITH CLUSTERING ORDER BY (item_key ASC) "
           "AND default_time_to_live = {ttl} AND compaction = {{'class': '{compaction}'}}")
 _INDEX = ("CREATE TABLE IF NOT EXISTS {ks}.{t} (record_id text, updated_at bigint, item_key text, "
+          "props map<text, text>, pb blob, "
           "PRIMARY KEY ((record_id), updated_at, item_key)) WITH CLUSTERING ORDER BY (updated_at DESC, item_key ASC) "
           "AND default_time_to_live = {ttl} AND compaction = {{'class': '{compaction}'}}")
 _HAS_TABLE = "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s AND table_name = %s"

@@ -75,6 +75,10 @@ def test_rewrites_deletes_since_and_paging(store: GraphStore) -> None:
         store.write([watch(p, times[p])])
     # a late, older write of an edge changes nothing
     store.write([watch("p00000", 1)])
+    # a newer partial write (position only): the newest index entry holds only that property, so
+    # the edge is read from its row: the last full write's properties with the new position
+    store.write([GraphRecord("edge", "started_watching", "p00010", TITLE, {"position_ms": 7}, 2_500_000)])
+    times["p00010"] = 2_500_000
     # delete the newest edge and one in the middle of the old ones
     store.delete_edge("started_watching", "p00049", TITLE, 3_000_000)
     del times["p00049"]
@@ -82,6 +86,10 @@ def test_rewrites_deletes_since_and_paging(store: GraphStore) -> None:
     store.delete_edge("started_watching", mid, TITLE, 3_000_000)
     del times[mid]
     assert got(store, 100)[0] == expected(times, 100)
+    top = store.edges("started_watching", TITLE, "in", limit=1).edges[0]
+    assert (top.src, top.updated_at) == ("p00010", 2_500_000)
+    assert top.properties == {"last_watch_ts": 2_000_010, "device_id": "d", "position_ms": 7, "episode_id": "e",
+                              "action": "play", "is_live": False}
     # page through the first 1000 in pages of 100: exactly the oracle's first 1000, no repeats
     seen: list[tuple[str, int]] = []
     cur = None
