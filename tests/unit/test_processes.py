@@ -31,7 +31,8 @@ def test_pid_file_finds_its_process_and_nothing_else(tmp_path: Path) -> None:
     try:
         rec = pid_file.read()
         assert rec == started.record and rec is not None and rec.markers == ("rdg-test-marker",)
-        proc = pid_file.process()
+        # until the child has exec'd, its command line is still the parent's (no marker yet)
+        proc = poll_until(pid_file.process, lambda p: p is not None, what="the started process", timeout_s=10)
         assert proc is not None and proc.pid == started.popen.pid
         assert os.getpgid(proc.pid) == proc.pid  # its own session and process group
         # the same pid recorded for another instance (other markers) is not ours
