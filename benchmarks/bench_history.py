@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+from pyiceberg.catalog import Catalog
 
 from rdg_platform.history.reader import HistoryReader
 from rdg_platform.history.tables import DeriveResult, compact, derive_rows, derive_window, ensure_tables
@@ -36,13 +37,13 @@ from rdg_platform.lakehouse.backfill import build_lookup
 from rdg_platform.lakehouse.catalog import CatalogConfig
 from rdg_platform.lakehouse.kafka_window import WindowRecord
 from rdg_platform.model.mapping import TimeGuard, compile_mapping
-from rdg_platform.model.spec import default_spec
+from rdg_platform.model.spec import GraphSpec, default_spec
 from tests.support.lakehouse import generate_events
 
 DAY_MS = 86_400_000
 
 
-def _archive_day(cat: object, spec: object, day_start: int, members: int, events: int, seed: int) -> int:
+def _archive_day(cat: Catalog, spec: GraphSpec, day_start: int, members: int, events: int, seed: int) -> int:
     """Archive one hour of generated events (starting at ``day_start``) as the day's archive window."""
     evs = generate_events(day_start, members, events, seed=seed, prefix="bh")
     by_topic: dict[str, list[WindowRecord]] = {}
@@ -50,7 +51,7 @@ def _archive_day(cat: object, spec: object, day_start: int, members: int, events
         by_topic.setdefault(e.topic, []).append(
             WindowRecord(i % 4, seed * 10_000_000 + i, e.timestamp_ms, e.key.encode(), json.dumps(e.value).encode()))
     for topic, recs in by_topic.items():
-        archive_records(cat, topic, spec.sources[topic].schema, lambda b: (1, json.loads(b)),  # type: ignore[attr-defined]
+        archive_records(cat, topic, spec.sources[topic].schema, lambda b: (1, json.loads(b)),
                         [recs], day_start, day_start + 3_600_000)
     return len(evs)
 
