@@ -7,9 +7,12 @@ like the recipe for running that one server.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +105,19 @@ class Service(ABC):
     def marker_args(self) -> list[str]:
         """System properties that identify our process in ``ps`` and in pid-file verification."""
         return [f"-Drdg.service={self.name}", f"-Drdg.state={self.settings.state_dir}"]
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path``, across processes (one up/down/fetch/build at a time per
+    state or cache dir; the lock file is created if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_private(path: Path, data: str | bytes) -> None:

@@ -8,16 +8,15 @@ and marked complete, so later ``up`` calls never touch the network.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
+from rdg_platform.local_services.base import file_lock
 from rdg_platform.settings import Settings
 
 # Mirrored from deps/maven/pom.xml (the cache marker records them so a version bump refetches).
@@ -64,18 +63,6 @@ def is_fetched(settings: Settings, service: str) -> bool:
     return marker.is_file() and marker.read_text().strip() == VERSIONS[service]
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Serialise fetches across processes: the cache dir is shared by every developer on the box."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_jars(settings: Settings, service: str, echo: Echo = print, maven_repo: Path | None = None) -> Path:
     """Return the service's jar directory, running mvn first if the cache lacks it.
 
@@ -85,7 +72,7 @@ def ensure_jars(settings: Settings, service: str, echo: Echo = print, maven_repo
     target = jar_dir(settings, service)
     if is_fetched(settings, service):
         return target
-    with _file_lock(settings.cache_dir / "jars" / f".{service}.lock"):
+    with file_lock(settings.cache_dir / "jars" / f".{service}.lock"):
         if is_fetched(settings, service):  # another process fetched while we waited
             return target
         mvn = shutil.which("mvn")

@@ -29,7 +29,6 @@ Nothing here reads the environment: paths and ports are constructor arguments, c
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import json
 import re
@@ -38,8 +37,7 @@ import shutil
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +50,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from rdg_platform.local_services.base import port_is_free, port_owner, tail, write_private
+from rdg_platform.local_services.base import file_lock, port_is_free, port_owner, tail, write_private
 from rdg_platform.local_services.manager import _live
 from rdg_platform.local_services.tls import (
     CA_DAYS,
@@ -273,7 +271,7 @@ class K8sControlPlane:
         hundred MB each); processes still running them keep working, as Linux keeps unlinked files.
         """
         self.bin_root.mkdir(parents=True, exist_ok=True)
-        with _flock(self.bin_root / ".build.lock"):
+        with file_lock(self.bin_root / ".build.lock"):
             for target, build, prefix in (
                 (self._kube_bin_dir(), self._build_kube, "kube-"),
                 (self._kwok_bin_dir(), self._build_kwok, "kwok-"),
@@ -814,7 +812,7 @@ class K8sControlPlane:
         ``timeout`` bounds the wait for health, not the one-time build.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with _flock(self.run_dir / ".lock"):
+        with file_lock(self.run_dir / ".lock"):
             running = {n for n in COMPONENTS if self._process(n) is not None}
             to_start = [n for n in COMPONENTS if n not in running]
             if not to_start and self.is_healthy():
@@ -857,7 +855,7 @@ class K8sControlPlane:
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         outcome: dict[str, str] = {}
-        with _flock(self.run_dir / ".lock"):
+        with file_lock(self.run_dir / ".lock"):
             for name in reversed(COMPONENTS):
                 proc = self._process(name)
                 if proc is None:
@@ -905,16 +903,5 @@ def _fresh_dir(path: Path) -> Path:
     path.mkdir(parents=True)
     return path
 
-
-@contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (one up/down/build at a time across processes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 

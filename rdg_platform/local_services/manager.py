@@ -8,7 +8,6 @@ developers run their own instances with the same binaries.
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import subprocess
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import psutil
 
 from rdg_platform.local_services import fetch
-from rdg_platform.local_services.base import Probe, Service, port_is_free, port_owner, tail
+from rdg_platform.local_services.base import Probe, Service, file_lock, port_is_free, port_owner, tail
 from rdg_platform.local_services.cassandra import CassandraService
 from rdg_platform.local_services.kafka import KafkaService
 from rdg_platform.local_services.registry import RegistryService
@@ -100,13 +99,8 @@ class ServiceManager:
     @contextmanager
     def _lock(self) -> Iterator[None]:
         """One up/down at a time per state dir (pytest-xdist workers may all call up())."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with (self.run_dir / ".lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self.run_dir / ".lock"):
+            yield
 
     def _record(self, name: str) -> ProcessRecord | None:
         """The pid file's record, checked against this instance's markers (service name and state

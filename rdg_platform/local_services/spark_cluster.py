@@ -16,7 +16,6 @@ the worker launches. The worker's executors stop with it (same process group).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import subprocess
 import time
@@ -29,7 +28,7 @@ from typing import Any
 import httpx
 import psutil
 
-from rdg_platform.local_services.base import port_is_free, port_owner, tail
+from rdg_platform.local_services.base import file_lock, port_is_free, port_owner, tail
 from rdg_platform.local_services.manager import ServiceError, ServiceStatus
 from rdg_platform.processes import stop_one
 from rdg_platform.settings import Settings, connect_host
@@ -177,13 +176,8 @@ class SparkCluster:
     # -- processes -------------------------------------------------------------------------------
     @contextmanager
     def _lock(self) -> Iterator[None]:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with (self.run_dir / ".spark-cluster.lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self.run_dir / ".spark-cluster.lock"):
+            yield
 
     def _process(self, role: str) -> psutil.Process | None:
         """The live process from the pid file if it is still ours (markers on its command line)."""
