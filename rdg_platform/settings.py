@@ -258,6 +258,15 @@ class ErasureSettings(_Section):
     archive_grace_s: float = Field(
         604_800, ge=0, description="how long archive snapshots that still hold an erased member's rows are "
                                    "kept (time travel, rollback) before they are expired and their files deleted")
+    fence_key: SecretValue = Field(
+        None, description="HMAC key of the erasure fence (erased node ids are kept only as keyed hashes); every "
+                          "graph writer and the erasure need the same key; default: the local credentials' key")
+    fence_refresh_s: float = Field(
+        2.0, gt=0, le=60, description="writers re-read the erasure fence this often; an erasure waits this long "
+                                      "(plus 1 s) after fencing before it deletes, so no writer misses it")
+    fence_ttl_s: int = Field(
+        2_592_000, ge=3600, description="how long an erased node stays fenced (writes older than its erasure "
+                                        "dropped); must outlast Kafka retention and any replay source")
 
 
 class HistorySettings(_Section):

@@ -37,18 +37,22 @@ PRINCIPALS: dict[Role, str] = {"upstream": "rdg_upstream", "app": "rdg_app", "re
                                "admin": "rdg_admin"}
 BROKER_PRINCIPAL = "rdg_broker"  # the broker's own identity (inter-broker and controller traffic)
 API_SCOPES: dict[str, tuple[str, ...]] = {"reader": ("read",), "admin": ("read", "admin")}
+# Roles that write the graph (sinks, backfills, rebuilds, erasures) and so check the erasure fence.
+FENCE_ROLES: frozenset[Role] = frozenset({"app", "admin"})
 
 
 @dataclass(frozen=True)
 class LocalCredentials:
     """All local secrets: one password per role (Kafka and Cassandra), the broker's, the Cassandra
-    superuser's replacement password, one API token per API role, and the page-token signing key."""
+    superuser's replacement password, one API token per API role, the page-token signing key and the
+    erasure fence's HMAC key."""
 
     passwords: dict[str, str]
     broker_password: str
     cassandra_superuser_password: str
     api_tokens: dict[str, str]
     page_token_key: str
+    fence_key: str = ""
 
     def password(self, role: Role) -> str:
         return self.passwords[role]
@@ -69,7 +73,7 @@ def _new() -> LocalCredentials:
     return LocalCredentials(
         passwords={r: pw() for r in ROLES}, broker_password=pw(), cassandra_superuser_password=pw(),
         api_tokens={r: "rdg_" + secrets.token_urlsafe(32) for r in API_SCOPES},
-        page_token_key=secrets.token_urlsafe(32))
+        page_token_key=secrets.token_urlsafe(32), fence_key=secrets.token_urlsafe(32))
 
 
 def load_or_create(state_dir: Path) -> LocalCredentials:
@@ -90,6 +94,10 @@ def load_or_create(state_dir: Path) -> LocalCredentials:
         finally:
             tmp.unlink()
     raw = json.loads(path.read_text())
+    if not raw.get("fence_key"):
+        # A state dir from before the fence: derive its key from a secret every process already shares,
+        # so they all agree without rewriting the file (no race between processes).
+        raw["fence_key"] = hashlib.sha256(("rdg-erasure-fence:" + raw["page_token_key"]).encode()).hexdigest()
     return LocalCredentials(**raw)
 
 
@@ -119,7 +127,8 @@ def switch_role(settings: Settings, role: Role) -> Settings:
     base = settings.model_copy(update={
         "kafka": settings.kafka.model_copy(update={"sasl_username": None, "sasl_password": None}),
         "cassandra": settings.cassandra.model_copy(update={"username": None, "password": None}),
-        "api": settings.api.model_copy(update={"token": None})})
+        "api": settings.api.model_copy(update={"token": None}),
+        "erasure": settings.erasure.model_copy(update={"fence_key": None})})
     return local_role_settings(base, role)
 
 
@@ -130,7 +139,9 @@ def local_role_settings(settings: Settings, role: Role) -> Settings:
     apps: app, ``rdg query``/``rdg serve``: reader, ``rdg topics``/Dagster: admin)."""
     creds = load_or_create(settings.state_dir)
     user, password = PRINCIPALS[role], SecretStr(creds.password(role))
-    k, c, a = settings.kafka, settings.cassandra, settings.api
+    k, c, a, e = settings.kafka, settings.cassandra, settings.api, settings.erasure
+    if role in FENCE_ROLES and e.fence_key is None:
+        e = e.model_copy(update={"fence_key": SecretStr(creds.fence_key)})
     if not k.sasl_username:
         k = k.model_copy(update={"sasl_username": user, "sasl_password": password})
     if not c.username:
@@ -138,4 +149,4 @@ def local_role_settings(settings: Settings, role: Role) -> Settings:
     token = creds.api_tokens.get(role)
     if not a.token and token is not None:
         a = a.model_copy(update={"token": SecretStr(token)})
-    return settings.model_copy(update={"kafka": k, "cassandra": c, "api": a})
+    return settings.model_copy(update={"kafka": k, "cassandra": c, "api": a, "erasure": e})
