@@ -26,7 +26,14 @@ from pydantic import Field, PrivateAttr, SecretStr
 
 from rdg_platform.kafka_client import client_config, security_config
 from rdg_platform.lakehouse.catalog import DEFAULT_CATALOG_NAME, CatalogConfig
-from rdg_platform.settings import CassandraSettings, KafkaSettings, RegistrySettings, Settings, SettingsError
+from rdg_platform.settings import (
+    CassandraSettings,
+    ErasureSettings,
+    KafkaSettings,
+    RegistrySettings,
+    Settings,
+    SettingsError,
+)
 
 if TYPE_CHECKING:
     from pyiceberg.catalog.sql import SqlCatalog
@@ -104,6 +111,9 @@ class CassandraResource(ConfigurableResource):  # type: ignore[misc]
     spec_path: str | None = Field(default=None, description="model spec YAML (RDG_SPEC); default the packaged one")
     namespace_refresh_s: float | None = Field(
         default=5.0, description="how often stores re-read the blue/green pointer (RDG_CASSANDRA_NAMESPACE_REFRESH_S)")
+    fence_key: str | None = Field(default=None, description="RDG_ERASURE_FENCE_KEY (EnvVar): writers honour erasures")
+    fence_refresh_s: float = Field(default=2.0, description="RDG_ERASURE_FENCE_REFRESH_S")
+    fence_ttl_s: int = Field(default=2_592_000, description="RDG_ERASURE_FENCE_TTL_S")
 
     _spec: Any = PrivateAttr(default=None)
 
@@ -132,11 +142,18 @@ class CassandraResource(ConfigurableResource):  # type: ignore[misc]
 
         return KVStore.from_spec(self.spec(), self.cassandra_settings())
 
-    def graph_store(self) -> GraphStore:
-        """Graph store following the blue/green pointer every ``namespace_refresh_s`` (caller closes it)."""
+    def erasure_settings(self) -> ErasureSettings:
+        """The erasure fence's settings (key, refresh, TTL) as the settings section."""
+        return ErasureSettings(fence_key=SecretStr(self.fence_key) if self.fence_key else None,
+                               fence_refresh_s=self.fence_refresh_s, fence_ttl_s=self.fence_ttl_s)
+
+    def graph_store(self, writer: bool = True) -> GraphStore:
+        """Graph store following the blue/green pointer every ``namespace_refresh_s`` (caller closes it).
+        A ``writer`` store honours the erasure fence (and needs its key: FenceKeyMissing otherwise)."""
         from rdg_platform.kv.graph_store import GraphStore
 
-        return GraphStore.from_spec(self.spec(), self.cassandra_settings())
+        return GraphStore.from_spec(self.spec(), self.cassandra_settings(),
+                                    erasure=self.erasure_settings() if writer else None)
 
 
 class IcebergCatalogResource(ConfigurableResource):  # type: ignore[misc]
@@ -263,7 +280,9 @@ def platform_resources(s: Settings) -> PlatformResources:
             contact_points=_endpoint(s, "RDG_CASSANDRA_CONTACT_POINTS", ",".join(c.hosts)),
             port=c.port, local_dc=c.local_dc, keyspace=c.keyspace, username=c.username,
             password=_secret(s, "RDG_CASSANDRA_PASSWORD", c.password), ssl_ca=str(c.ssl_ca) if c.ssl_ca else None,
-            spec_path=str(s.spec) if s.spec else None, namespace_refresh_s=c.namespace_refresh_s),
+            spec_path=str(s.spec) if s.spec else None, namespace_refresh_s=c.namespace_refresh_s,
+            fence_key=_secret(s, "RDG_ERASURE_FENCE_KEY", s.erasure.fence_key),
+            fence_refresh_s=s.erasure.fence_refresh_s, fence_ttl_s=s.erasure.fence_ttl_s),
         iceberg=IcebergCatalogResource(
             uri=_endpoint(s, "RDG_ICEBERG_CATALOG_URI", i.catalog_uri or local.uri),
             warehouse=_endpoint(s, "RDG_ICEBERG_WAREHOUSE", i.warehouse or local.warehouse),

@@ -30,7 +30,7 @@ def _engine() -> Any:
     from rdg_platform.kv.graph_store import GraphStore
 
     s = local_role_settings(settings(), "admin")
-    store = GraphStore.from_spec(s.load_spec(), s.cassandra)
+    store = GraphStore.from_spec(s.load_spec(), s.cassandra, erasure=s.erasure)
     return ErasureEngine.from_settings(store, s)
 
 

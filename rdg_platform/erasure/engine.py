@@ -8,7 +8,9 @@ nothing:
 1. ``plan``: read the account's ``has_profile`` out-edges (its profiles) and its device edges
    (``logged_in_from``, ``streamed_from``); a device is erased only when none of those edge types
    links it to another account. The node list is stored in the work table.
-2. ``graph``: for each planned node, every edge type that touches its type, in both directions: the
+2. ``graph``: first every planned node is put on the erasure fence (:mod:`rdg_platform.kv.fence`:
+   keyed hashes and the erasure time, read by every graph writer) and the run waits until every
+   writer has re-read it; then, for each planned node, every edge type that touches its type, in both directions: the
    adjacency list on the node's side is read, the mirror items deleted from the other side, then the
    list itself; finally the node record. Each part's edge count is stored as it completes.
 3. ``archive``: the account's rows are deleted from every archive table with an ``account_id``
@@ -26,6 +28,10 @@ Writes carry their event time the same way, so any write whose event time is not
 shadowed by the tombstones, while activity after the erasure creates the member anew. Tombstones are
 purged after the table's ``gc_grace_seconds`` (10 days by default); every source of old events (Kafka
 retention, dedup windows, the archive, whose rows step 3 deletes) is shorter-lived than that.
+
+The fence covers what no tombstone can: a late edge from an erased node to a node it was not linked to
+(its reverse side would land in that node's in-list). Writers drop every record older than the
+erasure that touches a fenced node, for ``RDG_ERASURE_FENCE_TTL_S``.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from pyiceberg.catalog import Catalog
 
 from rdg_platform.erasure.archive import archive_tables, delete_rows, expire_holding_snapshots
 from rdg_platform.erasure.audit import STEPS, AuditLog, ErasureStatus, WorkItem, now_ms
+from rdg_platform.kv.fence import ErasureFence, FenceKeyMissing, edge_endpoints, fence_places
 from rdg_platform.kv.graph_store import Direction, GraphStore
 from rdg_platform.lakehouse.catalog import CatalogConfig
 from rdg_platform.settings import Settings
@@ -95,8 +102,16 @@ class ErasureEngine:
     """Runs erasures against one graph store and one archive catalog (see the module docstring)."""
 
     def __init__(self, store: GraphStore, catalog: CatalogConfig | Callable[[], Catalog] | None,
-                 archive_grace_s: float, policy: ErasurePolicy = DEFAULT_POLICY) -> None:
+                 archive_grace_s: float, policy: ErasurePolicy = DEFAULT_POLICY,
+                 fence: ErasureFence | None = None) -> None:
+        """``fence`` defaults to the store's (a writer store); without either the erasure cannot keep
+        late writes out, so it refuses (:class:`FenceKeyMissing`)."""
         self.store = store
+        fence = fence or store.fence
+        if fence is None:
+            raise FenceKeyMissing("an erasure needs the erasure fence: set RDG_ERASURE_FENCE_KEY (the local "
+                                  "credentials give the admin role one)")
+        self.fence = fence
         self.policy = policy
         self.archive_grace_s = archive_grace_s
         self._catalog = catalog
@@ -105,7 +120,13 @@ class ErasureEngine:
 
     @classmethod
     def from_settings(cls, store: GraphStore, settings: Settings) -> ErasureEngine:
-        return cls(store, archive_catalog(settings), settings.erasure.archive_grace_s)
+        e = settings.erasure
+        fence = store.fence
+        if fence is None:
+            key = e.fence_key.get_secret_value().encode() if e.fence_key is not None else b""
+            fence = ErasureFence(key, fence_places(store.spec, store.kv.cluster_session), edge_endpoints(store.spec),
+                                 refresh_s=e.fence_refresh_s, ttl_s=e.fence_ttl_s)
+        return cls(store, archive_catalog(settings), e.archive_grace_s, fence=fence)
 
     def ensure_schema(self) -> None:
         self.audit.ensure_schema()
@@ -250,6 +271,11 @@ class ErasureEngine:
         # The root goes last: until then its plan is also readable from the graph.
         work = sorted(self.audit.work(erasure_id), key=lambda w: (w.node_type == self.policy.root, w.node_type))
         done = sum(1 for w in work if "node" in w.parts)
+        # Fence first (again on a rerun: idempotent), then wait until every writer has re-read it, so
+        # no write issued after the deletes below can bring a fenced node back.
+        fenced = self.fence.add(((w.node_type, w.node_id) for w in work), ts_ms)
+        self.audit.update(erasure_id, counts={"fenced_nodes": fenced})
+        time.sleep(self.fence.propagation_s)
         for w in work:
             if "node" in w.parts:
                 continue

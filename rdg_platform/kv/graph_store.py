@@ -57,6 +57,7 @@ from cassandra.query import UNSET_VALUE, BoundStatement, PreparedStatement
 
 from rdg_platform.kv.cluster import await_response
 from rdg_platform.kv.codec import decode_props, encode_blob, encode_props, merge_props
+from rdg_platform.kv.fence import ErasureFence, edge_endpoints, fence_places
 from rdg_platform.kv.schema import ensure_schema, latest_index_table
 from rdg_platform.kv.store import MAX_PAGE, NODE_ITEM, KVStore, Table
 from rdg_platform.kv.versions import ActiveTables
@@ -64,7 +65,7 @@ from rdg_platform.model.mapping import GraphRecord
 from rdg_platform.model.spec import GraphSpec, Namespace
 
 if TYPE_CHECKING:
-    from rdg_platform.settings import CassandraSettings
+    from rdg_platform.settings import CassandraSettings, ErasureSettings
 
 log = logging.getLogger(__name__)
 
@@ -178,12 +179,15 @@ class GraphStore:
     _IDX_OF_KEY = ("SELECT updated_at FROM {t} WHERE record_id = ? AND item_key = ? ALLOW FILTERING")
     _IDX_DELETE = "DELETE FROM {t} USING TIMESTAMP ? WHERE record_id = ? AND updated_at = ? AND item_key = ?"
 
-    def __init__(self, spec: GraphSpec, kv: KVStore, version_refresh_s: float | None = DEFAULT_VERSION_REFRESH_S) -> None:
+    def __init__(self, spec: GraphSpec, kv: KVStore, version_refresh_s: float | None = DEFAULT_VERSION_REFRESH_S,
+                 fence: ErasureFence | None = None) -> None:
         """``spec`` names the base (version 0) tables; ``version_refresh_s`` is how stale the
         blue/green pointer may get (None: never read it, always use the spec's tables). Namespaces
-        the spec pins to a version (table ``<base>_v<N>``) never follow the pointer."""
+        the spec pins to a version (table ``<base>_v<N>``) never follow the pointer. ``fence``: the
+        erasure fence every :meth:`write` passes its records through (writers; None for readers)."""
         self.spec = spec
         self.kv = kv
+        self.fence = fence
         self.tables = ActiveTables(spec, kv, version_refresh_s)
         # The property set of a full write per type (it goes to the blob column, see kv.codec).
         self._full_nodes = {n: frozenset(t.properties) for n, t in spec.nodes.items()}
@@ -193,17 +197,28 @@ class GraphStore:
     @classmethod
     def from_spec(cls, spec: GraphSpec, cassandra: CassandraSettings | None = None, *, concurrency: int = 128,
                   version_refresh_s: float | None | _FromSettings = FROM_SETTINGS,
+                  erasure: ErasureSettings | None = None, on_fenced: Callable[[GraphRecord], None] | None = None,
                   **cluster_overrides: Any) -> GraphStore:
         """A store on the spec's clusters (contact points, port and data centre are in the spec),
         logging in with ``cassandra``'s credentials and CA; ``version_refresh_s`` defaults to its
-        ``namespace_refresh_s``. Connections open lazily (first query), so this never blocks or fails."""
+        ``namespace_refresh_s``. Connections open lazily (first query), so this never blocks or fails.
+
+        Writers pass ``erasure`` (the erasure settings): their writes then honour the erasure fence
+        (:mod:`rdg_platform.kv.fence`; ``on_fenced`` sees each dropped record). Raises
+        :class:`rdg_platform.kv.fence.FenceKeyMissing` when those settings carry no fence key."""
         if isinstance(version_refresh_s, _FromSettings):
             refresh = DEFAULT_VERSION_REFRESH_S if cassandra is None else cassandra.namespace_refresh_s
         else:
             refresh = version_refresh_s
         if refresh is not None and refresh < 0:
             raise ValueError(f"version_refresh_s must be >= 0 or None, not {refresh}")
-        return cls(spec, KVStore.from_spec(spec, cassandra, concurrency, **cluster_overrides), refresh)
+        kv = KVStore.from_spec(spec, cassandra, concurrency, **cluster_overrides)
+        fence = None
+        if erasure is not None:
+            key = erasure.fence_key.get_secret_value().encode() if erasure.fence_key is not None else b""
+            fence = ErasureFence(key, fence_places(spec, kv.cluster_session), edge_endpoints(spec),
+                                 refresh_s=erasure.fence_refresh_s, ttl_s=erasure.fence_ttl_s, on_fenced=on_fenced)
+        return cls(spec, kv, refresh, fence)
 
     def ensure_schema(self) -> None:
         """:func:`rdg_platform.kv.schema.ensure_schema` for this store's spec, then resolve versions
@@ -261,6 +276,8 @@ class GraphStore:
         Raises :class:`rdg_platform.kv.store.KVWriteError` (or UnknownTypeError for a type the spec
         lacks) — the caller retries the whole call, which is safe because writes are idempotent.
         """
+        if self.fence is not None:
+            records = self.fence.admit(records)
         writes: list[tuple[Table, str, tuple[Any, ...]]] = []
         append = writes.append
         tables = self.tables.current()  # one snapshot for the whole call: all of it goes to one version

@@ -1,6 +1,6 @@
 """The one place the graph's Cassandra schema is created: keyspaces, namespace tables (forward and
 reverse), the newest-first index of every adjacency table and the blue/green pointer table of every
-keyspace.
+keyspace, and the erasure fence of every keyspace (:mod:`rdg_platform.kv.fence`).
 
 Codec version 2 (:mod:`rdg_platform.kv.codec`): a namespace table has ``props map<text,text>`` for
 partial writes and ``pb blob`` for full ones. A table created by an older version gets the ``pb``
@@ -34,6 +34,7 @@ from typing import Protocol
 from cassandra import InvalidRequest
 from cassandra.cluster import Session
 
+from rdg_platform.kv.fence import ensure_fence_table
 from rdg_platform.kv.versions import ensure_meta_table
 from rdg_platform.model.spec import GraphSpec, Namespace
 from rdg_platform.topology import check_identifier
@@ -97,6 +98,7 @@ def ensure_schema(sessions: SessionSource, spec: GraphSpec, namespaces: Iterable
         if (ns.cluster, ks) not in done:
             session.execute(_KEYSPACE.format(ks=ks, rf=rf))
             ensure_meta_table(session, ks)
+            ensure_fence_table(session, ks)
             done.add((ns.cluster, ks))
         if not _COMPACTION_CLASS.fullmatch(ns.compaction):
             raise ValueError(f"namespace {ns.name}: compaction {ns.compaction!r} is not a class name")

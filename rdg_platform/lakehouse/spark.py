@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
     from rdg_platform.kv.graph_store import GraphStore
     from rdg_platform.lakehouse.backfill import SideInputLookup
-    from rdg_platform.settings import CassandraSettings, KafkaSettings, RegistrySettings
+    from rdg_platform.settings import CassandraSettings, ErasureSettings, KafkaSettings, RegistrySettings
 
 REQUIRED_JAR_PREFIXES = ("iceberg-spark-runtime-3.5_2.12", "spark-cassandra-connector_2.12",
                          "spark-cassandra-connector-driver_2.12", "java-driver-core-shaded", "sqlite-jdbc",
@@ -189,17 +189,25 @@ def _map_partition(rows: Iterable[Any], spec: GraphSpec, kind: str, type_: str,
 
 
 def _write_partition(states: Iterable[tuple[str, KeyState]], spec: GraphSpec, batch: int,
-                     cassandra: CassandraSettings | None) -> Iterator[int]:
-    """Executor side: write states through the GraphStore of a spec pointing at the new tables."""
+                     cassandra: CassandraSettings | None, erasure: ErasureSettings | None) -> Iterator[int]:
+    """Executor side: write states through the GraphStore of a spec pointing at the new tables;
+    yields how many states were written (a state whose every record the erasure fence drops is not)."""
     from rdg_platform.kv.graph_store import GraphStore
 
-    # The new tables, never the live pointer; ``cassandra`` carries the credentials and CA.
-    store = GraphStore.from_spec(spec, cassandra, version_refresh_s=None)
+    # The new tables, never the live pointer; ``cassandra`` carries the credentials and CA, ``erasure``
+    # the fence's key (the rebuild honours erasures like the live sinks).
+    store = GraphStore.from_spec(spec, cassandra, version_refresh_s=None, erasure=erasure)
     n = 0
-    buf = []
+    buf: list[Any] = []
     try:
         for _key, st in states:
-            buf.extend(st.records())
+            recs = st.records()
+            if store.fence is not None:
+                recs = list(store.fence.admit(recs))
+                store.fence.dropped = 0
+            if not recs:
+                continue
+            buf.extend(recs)
             n += 1
             if len(buf) >= batch:
                 store.write(buf)
@@ -218,6 +226,7 @@ class RebuildResult:
     tables: tuple[str, ...]
     events: int = 0
     keys: int = 0
+    fenced_keys: int = 0  # keys of erased members, not written (the erasure fence)
     rows_read_back: dict[str, int] = field(default_factory=dict)
     checksums: dict[str, tuple[int, str]] = field(default_factory=dict)
     live_checksums: dict[str, tuple[int, str]] = field(default_factory=dict)
@@ -510,13 +519,15 @@ def compute_states(spark: SparkSession, catalog: CatalogConfig, spec: GraphSpec,
 def rebuild_namespace(spark: SparkSession, catalog: CatalogConfig, spec: GraphSpec, namespace: str,
                       lookup: SideInputLookup, *, start_ms: int | None = None, end_ms: int | None = None,
                       switch: bool = True, write_batch: int = 500, cassandra: CassandraSettings | None = None,
-                      catchup: CatchUp | None = None, log: Any = None) -> RebuildResult:
+                      catchup: CatchUp | None = None, erasure: ErasureSettings | None = None,
+                      log: Any = None) -> RebuildResult:
     """Rebuild ``namespace`` into its next version, validate it and (``switch``) make it active.
 
     ``cassandra`` gives the driver and the executors their credentials and CA (none when None).
     ``catchup`` (the whole archive only: ``end_ms`` None) replays Kafka after the archive into the new
     version and validates it against the live one (see the module docstring); without it the rebuild
-    is the archive alone, validated by read-back counts.
+    is the archive alone, validated by read-back counts. ``erasure`` (the erasure settings) makes every
+    write of the rebuild honour the erasure fence, as the live sinks do; None writes unfenced.
     """
     from rdg_platform.kv import versions
     from rdg_platform.kv.graph_store import GraphStore
@@ -551,7 +562,7 @@ def rebuild_namespace(spark: SparkSession, catalog: CatalogConfig, spec: GraphSp
 
         if catchup is not None:
             # Positions first: the replay must start no later than where the archive read below ends.
-            new_store = GraphStore.from_spec(new_spec, cassandra, version_refresh_s=None)
+            new_store = GraphStore.from_spec(new_spec, cassandra, version_refresh_s=None, erasure=erasure)
             replay = KafkaReplay(spec, target, lookup, new_store, catalog.load(), catchup, write_batch)
             res.catchup_from = {t: dict(v) for t, v in replay.start.items()}
 
@@ -561,11 +572,13 @@ def rebuild_namespace(spark: SparkSession, catalog: CatalogConfig, spec: GraphSp
         res.timings["map_reduce_s"] = time.perf_counter() - t
         say(f"{namespace}: {res.keys} nodes/edges computed from the archive; writing {target.table}")
         t = time.perf_counter()
-        written = states.mapPartitions(lambda it: _write_partition(it, new_spec, write_batch, cassandra)).sum()
+        written = states.mapPartitions(
+            lambda it: _write_partition(it, new_spec, write_batch, cassandra, erasure)).sum()
         res.timings["write_s"] = time.perf_counter() - t
         states.unpersist()
-        if written != res.keys:
-            raise RuntimeError(f"wrote {written} of {res.keys} states")
+        res.fenced_keys = res.keys - written
+        if res.fenced_keys:
+            say(f"{namespace}: {res.fenced_keys} nodes/edges of erased members dropped by the erasure fence")
 
         t = time.perf_counter()
         if replay is not None and catchup is not None:
@@ -578,9 +591,10 @@ def rebuild_namespace(spark: SparkSession, catalog: CatalogConfig, spec: GraphSp
                 n = (spark.read.format("org.apache.spark.sql.cassandra")
                      .options(keyspace=ns.keyspace, table=tbl).load().count())
                 res.rows_read_back[tbl] = int(n)
-            bad = {tbl: n for tbl, n in res.rows_read_back.items() if n != res.keys}
+            bad = {tbl: n for tbl, n in res.rows_read_back.items() if n != written}
             if bad:
-                raise RuntimeError(f"validation failed: {bad} rows, expected {res.keys}")
+                raise RuntimeError(f"validation failed: {bad} rows, expected {written} "
+                                   f"({res.keys} computed, {res.fenced_keys} fenced)")
             say(f"{namespace}: validated {res.rows_read_back} rows (archive only, no live comparison)")
         res.checksums = versions.namespace_checksum(session, target)
         res.timings["validate_s"] = time.perf_counter() - t

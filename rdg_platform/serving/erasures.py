@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from rdg_platform.erasure import ErasureEngine, ErasureTablesMissing
 from rdg_platform.erasure.engine import check_subject
+from rdg_platform.kv.fence import FenceKeyMissing
 from rdg_platform.kv.graph_store import GraphStore
 from rdg_platform.serving.auth import require_scope
 from rdg_platform.serving.traversal import ID_PATTERN
@@ -113,7 +114,8 @@ def erasure_router(store: GraphStore, settings: Settings) -> APIRouter:
     router = APIRouter(dependencies=[Depends(require_scope("admin"))], tags=["erasure"])
     errors: dict[int | str, dict[str, Any]] = {
         403: {"description": "The token lacks the admin scope"},
-        503: {"description": "Storage unavailable, or the erasure tables are missing"}}
+        503: {"description": "Storage unavailable, the erasure tables are missing, or the service has no "
+                             "erasure fence key"}}
 
     async def call(fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
@@ -129,7 +131,7 @@ def erasure_router(store: GraphStore, settings: Settings) -> APIRouter:
         try:
             engine = await call(state.engine)
             st = await call(engine.request, req.type, req.id)
-        except ErasureTablesMissing as exc:
+        except (ErasureTablesMissing, FenceKeyMissing) as exc:
             return _json({"error": str(exc)}, 503)
         if st.status != "done" and state.start(st.erasure_id):
             background.add_task(state.run, st.erasure_id)
@@ -142,7 +144,7 @@ def erasure_router(store: GraphStore, settings: Settings) -> APIRouter:
         try:
             engine = await call(state.engine)
             st = await call(engine.status, erasure_id)
-        except ErasureTablesMissing as exc:
+        except (ErasureTablesMissing, FenceKeyMissing) as exc:
             return _json({"error": str(exc)}, 503)
         if st is None:
             return _json({"error": f"no erasure {erasure_id}"}, 404)

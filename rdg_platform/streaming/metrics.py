@@ -135,6 +135,9 @@ class AppMetrics:
                               ["app"], registry=r)
         self.cassandra_writes = FastCounter("rdg_cassandra_writes", "Graph records acknowledged by Cassandra, by "
                                             "type", ["app", "kind", "type"], r)
+        self.erasure_fenced = Counter("rdg_erasure_fenced", "Records dropped because they touch an erased node and "
+                                      "are not newer than its erasure (the erasure fence)", ["app", "kind", "type"],
+                                      registry=r)
         self.cassandra_errors = Counter("rdg_cassandra_errors", "Failed Cassandra write attempts (chunks)", ["app"],
                                         registry=r)
         self.backpressure = Counter("rdg_sink_backpressure", "Times the sink raised SinkBackpressureError", ["app"],

@@ -168,7 +168,9 @@ def run_sink(settings: Settings, app_name: str) -> None:
     known: set[tuple[str, str]] = {(ns.kind, ns.type) for n, ns in spec.namespaces.items()
                                    if n in app_spec.namespaces}
     steps = SinkSteps(metrics, dead_letter, known)
-    store = GraphStore.from_spec(spec, settings.cassandra)
+    # A writer: every record passes the erasure fence first (records of erased members are dropped).
+    store = GraphStore.from_spec(spec, settings.cassandra, erasure=settings.erasure,
+                                 on_fenced=lambda r: metrics.erasure_fenced.labels(app_name, r.kind, r.type).inc())
     s = settings.streaming
     sink = CassandraSink(store, metrics, chunk_size=s.sink_chunk, max_retries=s.sink_retries,
                          backpressure_retry_s=s.sink_backpressure_s)

@@ -5,6 +5,8 @@ nodes and edges a member has, which ones another account shares.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -29,7 +31,8 @@ from rdg_platform.lakehouse.catalog import CatalogConfig
 from rdg_platform.lakehouse.kafka_window import WindowRecord
 from rdg_platform.local_services.credentials import local_api_settings, local_role_settings
 from rdg_platform.model import GraphRecord
-from rdg_platform.settings import ErasureSettings, IcebergSettings, Settings
+from rdg_platform.settings import IcebergSettings, Settings
+from rdg_platform.topology import check_identifier
 from tests.support.kv import unique_keyspace
 from tests.support.serving import serve_in_thread
 
@@ -47,13 +50,13 @@ def settings(services: object, cfg: Settings, tmp_path_factory: pytest.TempPathF
     return cfg.model_copy(update={
         "cassandra": cfg.cassandra.model_copy(update={"keyspace": unique_keyspace("rdg_test_erase")}),
         "iceberg": IcebergSettings(catalog_uri=local.uri, warehouse=local.warehouse),
-        "erasure": ErasureSettings(archive_grace_s=0)})
+        "erasure": cfg.erasure.model_copy(update={"archive_grace_s": 0})})
 
 
 @pytest.fixture(scope="module")
 def store(settings: Settings) -> Iterator[GraphStore]:
     spec = settings.load_spec()
-    gs = GraphStore.from_spec(spec, settings.cassandra)
+    gs = GraphStore.from_spec(spec, settings.cassandra, erasure=settings.erasure)  # a writer: fenced
     ensure_schema(gs.kv, spec)
     yield gs
     gs.kv.drop_keyspaces()
@@ -199,17 +202,43 @@ def test_erasure_removes_in_and_out_edges_and_resists_older_events(store: GraphS
     assert adjacency(store, "logged_in_from", m.devices[0], "in") == {m.account}
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a late edge (older than the erasure) from an erased node to a "
-                   "node it was NOT linked to at erasure time lands in that node's in-list (its forward side is "
-                   "shadowed by the partition tombstone, the reverse item has no tombstone); needs an erasure "
-                   "fence checked by writers")
 def test_late_edge_to_a_new_neighbour_leaves_no_ghost_in_edge(store: GraphStore, engine: ErasureEngine) -> None:
     m = write_member(store, "er6", int(time.time() * 1000) - HOUR_MS)
     done = engine.run(engine.request("account", m.account).erasure_id)
     assert done.status == "done"
     store.write([edge("started_watching", m.profiles[0], m.titles[1], done.erasure_time_ms - 1)])
     assert adjacency(store, "started_watching", m.profiles[0], "out") == set()  # holds
-    assert adjacency(store, "started_watching", m.titles[1], "in") == set()  # fails today
+    assert adjacency(store, "started_watching", m.titles[1], "in") == set()
+    # the same edge after the erasure is new activity: it lands, in both lists
+    store.write([edge("started_watching", m.profiles[0], m.titles[1], done.erasure_time_ms + 1)])
+    assert adjacency(store, "started_watching", m.profiles[0], "out") == {m.titles[1]}
+    assert adjacency(store, "started_watching", m.titles[1], "in") == {m.profiles[0]}
+    assert done.counts["fenced_nodes"] == 1 + len(m.profiles) + len(m.devices)
+
+
+def test_fence_holds_keyed_hashes_only(store: GraphStore, engine: ErasureEngine, settings: Settings) -> None:
+    """The fence names erased nodes by HMAC-SHA-256 under the fence key: neither the id nor its plain
+    hash is stored, and another key does not match."""
+    m = write_member(store, "er7", int(time.time() * 1000) - HOUR_MS)
+    done = engine.run(engine.request("account", m.account).erasure_id)
+    assert done.status == "done"
+    ns = store.spec.namespace("node", "account")
+    session = store.kv.cluster_session(ns.cluster)
+    ks = check_identifier(ns.keyspace, "keyspace")
+    rows = list(session.execute(f"SELECT bucket, node_type, id_hash, erasure_time_ms, ttl(erasure_time_ms) "  # noqa: S608
+                                f"FROM {ks}.erasure_fence"))
+    assert settings.erasure.fence_key is not None
+    key = settings.erasure.fence_key.get_secret_value().encode()
+    want = hmac.new(key, b"account\0" + m.account.encode(), hashlib.sha256).digest()[:16]
+    # rows: (bucket, node_type, id_hash, erasure_time_ms, ttl)
+    mine = [r for r in rows if r[1] == "account" and bytes(r[2]) == want]
+    assert len(mine) == 1 and mine[0][3] == done.erasure_time_ms
+    assert 0 < mine[0][4] <= settings.erasure.fence_ttl_s
+    hashes = {bytes(r[2]) for r in rows}
+    assert m.account.encode() not in b"".join(hashes)
+    assert hashlib.sha256(m.account.encode()).digest()[:16] not in hashes
+    other = hmac.new(b"another key", b"account\0" + m.account.encode(), hashlib.sha256).digest()[:16]
+    assert other not in hashes
 
 
 # ----------------------------------------------------------------------------------------- archive

@@ -143,7 +143,7 @@ def run_graph_quality(cassandra: CassandraResource, quality: QualityResource, ki
     spec = cassandra.spec()
     ns = spec.namespace(kind, type_name)  # type: ignore[arg-type]
     rules = [RULE_TTL, RULE_FRESHNESS] + ([RULE_ORPHAN_EDGES] if kind == "edge" else [])
-    store = cassandra.graph_store()
+    store = cassandra.graph_store(writer=False)
     try:
         default_ttl = table_default_ttl(store.kv, ns)
         if default_ttl is None:

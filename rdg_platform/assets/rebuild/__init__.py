@@ -76,7 +76,8 @@ def rebuild_namespace_op(context: OpExecutionContext, config: RebuildConfig, spa
                           settle_s=(cassandra.namespace_refresh_s or 0.0) + 2.0)
     res = rebuild_namespace(session, cat_cfg, spec, config.namespace, lookup, start_ms=_ms(config.start),
                             end_ms=end_ms, switch=config.switch, cassandra=cassandra.cassandra_settings(),
-                            catchup=catchup, log=context.log.info)
+                            catchup=catchup, erasure=cassandra.erasure_settings(),
+                            log=context.log.info)
     summary: dict[str, Any] = {"namespace": res.namespace, "version": res.version, "tables": list(res.tables),
                                "keys": res.keys, "switched": res.switched,
                                "checksums": {t: list(v) for t, v in res.checksums.items()},
