@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -193,12 +202,17 @@ class StreamingSettings(_Section):
 
     dedup_window_s: float = Field(
         60.0, gt=0, description="processor dedup window: a key's first update is emitted at once, later "
-        "ones fold into one trailing emission per window (the bound on property staleness)")
+        "ones fold into one trailing emission per window; a key that keeps changing gets a window twice "
+        "as long after each trailing emission, up to RDG_STREAMING_DEDUP_MAX_WINDOW_S")
+    dedup_max_window_s: float | None = Field(
+        None, gt=0, description="largest dedup window of a key that keeps changing (the bound on property "
+        "staleness); default 4 × the dedup window; equal to it: fixed windows")
     max_clock_skew_s: float = Field(
         300.0, ge=0, description="how far an event time may lie ahead of the reference clock (processing "
         "time; the archived Kafka timestamp in backfill/rebuild) before the event is dead-lettered")
     processor_commit_s: float | None = Field(
-        None, gt=0, description="processor checkpoint interval; default the dedup window")
+        None, gt=0, description="processor checkpoint interval (each checkpoint emits every pending dedup "
+        "change); default the largest dedup window")
     sink_commit_s: float = Field(1.0, gt=0, description="sink checkpoint interval (how often Cassandra is written)")
     sink_groups: dict[str, list[str]] | None = Field(
         None, description="JSON: sink consumer group -> namespaces; default nodes / member / activity edges")
@@ -210,9 +224,20 @@ class StreamingSettings(_Section):
     metrics_bind_host: str = Field("127.0.0.1", description="apps' Prometheus endpoints: listen address")
     metrics_base_port: int = Field(9300, ge=1, le=65535, description="apps' Prometheus ports, one per app upwards")
 
+    @model_validator(mode="after")
+    def _max_window_covers_window(self) -> StreamingSettings:
+        if self.dedup_max_window_s is not None and self.dedup_max_window_s < self.dedup_window_s:
+            raise ValueError("RDG_STREAMING_DEDUP_MAX_WINDOW_S must be >= RDG_STREAMING_DEDUP_WINDOW_S")
+        return self
+
+    @property
+    def dedup_window_cap_s(self) -> float:
+        """The largest dedup window (``dedup_max_window_s``, default 4 × ``dedup_window_s``)."""
+        return self.dedup_max_window_s if self.dedup_max_window_s is not None else 4 * self.dedup_window_s
+
     @property
     def processor_commit_interval_s(self) -> float:
-        return self.processor_commit_s or max(1.0, self.dedup_window_s)
+        return self.processor_commit_s or max(1.0, self.dedup_window_cap_s)
 
     @property
     def max_clock_skew_ms(self) -> int:

@@ -22,15 +22,17 @@ source coordinates in headers; any *unexpected* exception on one record is caugh
 Delivery story (at-least-once):
 :class:`GraphEmitSink` is the last operator. It folds records into a :class:`DedupBuffer`
 (leading-edge plus trailing: a key's first update and significant changes are produced at once, the
-rest once per window), and a wall-clock timer thread emits each key's trailing changes when its
-window closes, whether or not more events arrive (quiet streams). Because it is a Quix *sink*, the
+rest once per window, a busy key's window growing up to ``RDG_STREAMING_DEDUP_MAX_WINDOW_S``), and a
+wall-clock timer thread emits each key's trailing changes when its window closes, whether or not
+more events arrive (quiet streams). Because it is a Quix *sink*, the
 checkpoint calls its ``flush()`` before committing source offsets; ``flush()`` emits every pending
 change and waits for Kafka to acknowledge every produced record (graph and DLQ). So a committed
 source offset always means its records are durably in Kafka: a crash loses only uncommitted work,
 which is re-read and re-emitted (duplicates are harmless: sink writes are idempotent, last-write-wins
-by event time). A flush keeps the keys' windows (what was emitted stays the baseline), so checkpoints
-every window (``RDG_STREAMING_PROCESSOR_COMMIT_S``, default one window) cost at most one early
-trailing emission per changed key.
+by event time). A flush keeps the keys (what was emitted stays the baseline) and counts as their
+windows closing (they re-arm from it), so checkpoints (``RDG_STREAMING_PROCESSOR_COMMIT_S``, default
+the largest dedup window) replace trailing emissions rather than add to them; a crash re-reads at
+most one checkpoint interval of input.
 """
 
 from __future__ import annotations
@@ -178,12 +180,14 @@ class GraphEmitSink(BaseSink):
     def __init__(self, producer: ProducerLike, metrics: AppMetrics, window_s: float, *, tick_s: float = 0.1,
                  max_keys: int = 200_000, flush_timeout_s: float = 60.0,
                  clock: Callable[[], float] = time.monotonic, dead_letter_errors: list[str] | None = None,
-                 start_timer: bool = True, significant: Significant | None = None) -> None:
+                 start_timer: bool = True, significant: Significant | None = None,
+                 max_window_s: float | None = None) -> None:
         super().__init__()
         self.producer = producer
         self.metrics = metrics
         self.app = metrics.app
-        self.buffer = DedupBuffer(window_s, max_keys, on_close=self._on_close, significant=significant)
+        self.buffer = DedupBuffer(window_s, max_keys, on_close=self._on_close, significant=significant,
+                                  max_window_s=max_window_s)
         self.tick_s = tick_s
         self.flush_timeout_s = flush_timeout_s
         self.clock = clock
@@ -262,7 +266,7 @@ class GraphEmitSink(BaseSink):
 
     def flush(self) -> None:
         with self._lock:
-            self._emit(self.buffer.drain())
+            self._emit(self.buffer.drain(self.clock()))
             self._buffered.set(len(self.buffer))
         left = self.producer.flush(self.flush_timeout_s)
         if left:
@@ -315,7 +319,8 @@ def run_processor(settings: Settings, app_name: str) -> None:
     errors: list[str] = []
     dlq = DeadLetters(producer, app_name, metrics, errors)
     sink = GraphEmitSink(producer, metrics, settings.streaming.dedup_window_s, dead_letter_errors=errors,
-                         significant=spec.significant_properties())
+                         significant=spec.significant_properties(),
+                         max_window_s=settings.streaming.dedup_window_cap_s)
     lag = LagTracker(settings.kafka, [topic], metrics).start()
 
     def on_processing_error(exc: Exception, row: Row | None, logger: logging.Logger) -> bool:
@@ -332,8 +337,9 @@ def run_processor(settings: Settings, app_name: str) -> None:
     sdf = app.dataframe(app.topic(topic, value_deserializer="bytes", key_deserializer="bytes"))
     build_pipeline(sdf, spec, topic, decode=decode, lookup=table.get, dead_letters=dlq, metrics=metrics, sink=sink,
                    guard=TimeGuard(settings.streaming.max_clock_skew_ms))
-    log.info("processor %s: %s -> %s (window %.1fs, group %s)", app_name, topic,
-             sorted({graph_topic(r.kind, r.type) for r in mapping.records}), settings.streaming.dedup_window_s, app_spec.consumer_group)
+    log.info("processor %s: %s -> %s (window %.1f s growing to %.1f s, group %s)", app_name, topic,
+             sorted({graph_topic(r.kind, r.type) for r in mapping.records}), settings.streaming.dedup_window_s,
+             settings.streaming.dedup_window_cap_s, app_spec.consumer_group)
     try:
         app.run()
     finally:

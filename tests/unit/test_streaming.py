@@ -350,6 +350,18 @@ def test_application_connects_as_the_kafka_settings_say(tmp_path: Any) -> None:
     assert conn.sasl_username == "rdg-app" and conn.sasl_password is not None
     assert conn.sasl_password.get_secret_value() == "s3cret" and conn.ssl_ca_location == "/etc/rdg/ca.pem"
     assert papp.config.consumer_group == f"blue-{proc.name}" and papp.config.auto_offset_reset == "latest"
-    assert papp.config.commit_interval == 4.0  # one dedup window
+    assert papp.config.commit_interval == 16.0  # the largest dedup window: 4 × the 4 s window
     sapp = make_application(s, sink, on_message_processed=lambda t, p, o: None)
     assert sapp.config.commit_interval == 0.5 and sapp.config.consumer_poll_timeout == 0.1
+
+
+def test_dedup_max_window_setting() -> None:
+    """The largest dedup window defaults to 4 × the window, drives the processor's checkpoint
+    interval unless that is set, and may not be below the window."""
+    s = load_settings({"RDG_STREAMING_DEDUP_WINDOW_S": "60"}).streaming
+    assert (s.dedup_window_cap_s, s.processor_commit_interval_s) == (240.0, 240.0)
+    s = load_settings({"RDG_STREAMING_DEDUP_WINDOW_S": "60", "RDG_STREAMING_DEDUP_MAX_WINDOW_S": "60",
+                       "RDG_STREAMING_PROCESSOR_COMMIT_S": "30"}).streaming
+    assert (s.dedup_window_cap_s, s.processor_commit_interval_s) == (60.0, 30.0)
+    with pytest.raises(Exception, match="DEDUP_MAX_WINDOW_S"):
+        load_settings({"RDG_STREAMING_DEDUP_WINDOW_S": "60", "RDG_STREAMING_DEDUP_MAX_WINDOW_S": "30"})
