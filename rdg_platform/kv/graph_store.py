@@ -81,6 +81,12 @@ MULTI_KEYS = 64  # partition keys per multi-partition IN request
 MULTI_ROWS = 20_000  # and at most about this many rows per response (keys x per-partition limit)
 _KEY_PAGE = MAX_PAGE
 DEFAULT_VERSION_REFRESH_S = 5.0
+# Lists an order=latest read found longer than one page (with a newest-first index) are remembered for
+# LONG_LIST_TTL_S, so the next read of a popular supernode goes straight to the index instead of
+# reading (and discarding) the list's first page again. The index answers lists of any length
+# correctly, so a stale hint (a list that shrank) costs nothing but the hint itself.
+LONG_LIST_HINTS = 10_000
+LONG_LIST_TTL_S = 300.0
 # Rows of one adjacency list: (the other end's id, updated_at, properties: raw map or decoded dict).
 AdjacencyRow = tuple[str, int, Any]
 
@@ -193,6 +199,7 @@ class GraphStore:
         self._full_nodes = {n: frozenset(t.properties) for n, t in spec.nodes.items()}
         self._full_edges = {e: frozenset(t.properties) for e, t in spec.edges.items()}
         self._index: dict[Table, tuple[Table | None, float]] = {}  # adjacency table -> its latest index
+        self._long_lists: dict[tuple[Table, str], float] = {}  # (table, node) -> hint expiry (monotonic)
 
     @classmethod
     def from_spec(cls, spec: GraphSpec, cassandra: CassandraSettings | None = None, *, concurrency: int = 128,
@@ -523,11 +530,16 @@ class GraphStore:
                     raise ValueError("an order=latest cursor needs updated_at")
                 cur_ts, cur_key = after.updated_at, after.key
             page = min(max(limit + extra, 128), MAX_PAGE)
+            hinted = self.latest_index(t) if self._is_long_list(t, node_id) else None
+            if hinted is not None:  # known to be long: straight to the head of its index
+                return (yield from self._latest_index_plan(t, hinted, node_id, limit, extra, since,
+                                                           after if cur_ts is not None else None, skipped))
             first = (yield [(t, self._EDGE_FIRST, (node_id, page))])[0]
             cand: list[tuple[str, int]] = [(r[0], r[1] or 0) for r in first]
             full = {r[0]: r for r in first}
             idx = self.latest_index(t) if len(first) == page else None
             if idx is not None:  # a long list with a newest-first index: read only its head
+                self._mark_long_list(t, node_id)
                 return (yield from self._latest_index_plan(t, idx, node_id, limit, extra, since,
                                                            after if cur_ts is not None else None, skipped))
             if len(first) == page:  # the list is longer than one page: read the rest key-only
@@ -560,6 +572,16 @@ class GraphStore:
             picked = [full[k] for k, _ in top if k in full]
             next_cursor = EdgeCursor(top[-1][0], top[-1][1]) if (more and top) else None
         return RowPage([(r[0], r[1] or 0, (r[2], r[3])) for r in picked], next_cursor)
+
+    def _is_long_list(self, t: Table, node_id: str) -> bool:
+        expiry = self._long_lists.get((t, node_id))
+        return expiry is not None and expiry > time.monotonic()
+
+    def _mark_long_list(self, t: Table, node_id: str) -> None:
+        hints = self._long_lists
+        if len(hints) >= LONG_LIST_HINTS:
+            hints.clear()  # bounded: a burst of new supernodes starts the hints over
+        hints[(t, node_id)] = time.monotonic() + LONG_LIST_TTL_S
 
     _IDX_AT_AFTER = ("SELECT updated_at, item_key, props, pb FROM {t} WHERE record_id = ? AND updated_at = ? "
                      "AND item_key > ? LIMIT ?")

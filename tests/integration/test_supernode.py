@@ -61,6 +61,9 @@ def test_latest_reads_the_index_and_matches_the_oracle(store: GraphStore) -> Non
     times = state()
     edges, cur = got(store, 100)
     assert edges == expected(times, 100) and cur is not None
+    # the list is now known to be long: the next read goes straight to the index, same answer
+    assert store._is_long_list(rev, TITLE)  # noqa: SLF001
+    assert got(store, 100)[0] == expected(times, 100)
     page = store.edges("started_watching", TITLE, "in", limit=3)
     assert page.edges[0].properties == {"last_watch_ts": edges[0][1], "device_id": "d", "position_ms": edges[0][1],
                                         "episode_id": "e", "action": "play", "is_live": False}
@@ -115,3 +118,22 @@ def test_erasing_a_node_removes_its_index_entries(store: GraphStore) -> None:
         (TITLE, victim))
     assert list(rows) == []
     assert victim not in {e.src for e in store.edges("started_watching", TITLE, "in", limit=N).edges}
+
+
+def test_a_long_list_hint_on_a_short_list_changes_no_answer(store: GraphStore) -> None:
+    """The long-list hint only saves a read: a list read through the index when it is short (e.g. it
+    shrank after the hint) gives exactly its edges, newest first."""
+    small = "t-small"
+    times = {f"q{i}": 5_000_000 + (i * 37) % 11 * 1000 + i for i in range(10)}
+    store.write([GraphRecord("edge", "started_watching", p, small,
+                             {"last_watch_ts": ts, "device_id": "d", "position_ms": ts, "episode_id": "e",
+                              "action": "play", "is_live": False}, ts) for p, ts in times.items()])
+    rev = store.edge_table("started_watching", "in")
+    assert not store._is_long_list(rev, small)  # noqa: SLF001
+    page = store.edges("started_watching", small, "in", limit=5)
+    plain = [(e.src, e.updated_at) for e in page.edges]
+    store._mark_long_list(rev, small)  # noqa: SLF001
+    page = store.edges("started_watching", small, "in", limit=5)
+    assert [(e.src, e.updated_at) for e in page.edges] == plain == expected(times, 5)
+    page = store.edges("started_watching", small, "in", limit=50)
+    assert [(e.src, e.updated_at) for e in page.edges] == expected(times, 50) and page.next_cursor is None
