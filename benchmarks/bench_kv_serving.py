@@ -9,7 +9,10 @@ Measured in one run against the local Cassandra (RDG_CASSANDRA_PORT):
    -started_watching-> title <-started_watching- profile``, fan-out <= 300 per hop) traversals
    through the HTTP API (uvicorn in a subprocess) at a fixed client concurrency, vs raw
    single-partition driver reads of the same adjacency lists. Targets: 1-hop p99 <= 2x raw p99 and
-   <= 10 ms; 3-hop p99 <= 50 ms.
+   <= 10 ms; 3-hop p99 <= 50 ms. With ``--supernode-edges``: 1-hop LATEST limit 100 of a node with
+   that many in-edges vs one with 100 (target p99 <= 2x). The two sides of each ratio (raw vs 1-hop,
+   supernode vs small node) are measured in ``--rounds`` interleaved rounds (A B, B A, ...), so a
+   load spike on this shared machine lands on both sides instead of skewing the ratio.
 
 3. ``--auth-compare``: only the API's authentication cost. Two servers on the same keyspace, one
    with bearer tokens on (the default), one without (``create_app(auth=False)``, never served
@@ -371,7 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--auth-compare", action="store_true",
                     help="only measure 1-hop p99 with bearer tokens on vs off (same run, interleaved rounds); "
                          "loads --edges edges (use e.g. 50000)")
-    ap.add_argument("--rounds", type=int, default=4, help="--auth-compare: interleaved rounds per server")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="interleaved rounds of each same-run comparison (raw read vs 1-hop, supernode vs 100-edge "
+                         "node; --auth-compare: auth on vs off); the requests are split across them")
     ap.add_argument("--workers", type=int, default=1, help="query-service worker processes (pre-fork when > 1)")
     ap.add_argument("--supernode-edges", type=int, default=0,
                     help="also load a title with this many in-edges and one with 100, and measure a 1-hop "
@@ -448,50 +453,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(http_load(port, trav3("latest", False), 100, args.concurrency))
         raw_reads(store, accounts, lim + 1, 500, args.concurrency)
 
-        runs: list[tuple[str, Callable[[], tuple[list[float], float]]]] = [
-            ("raw driver read (1 partition)", lambda: raw_reads(store, accounts, lim + 1, args.requests, args.concurrency)),
-            ("1-hop GET /v1/edges", lambda: asyncio.run(http_load(port, one_hop, args.requests, args.concurrency))),
-            ("1-hop POST /v1/traverse", lambda: asyncio.run(http_load(port, trav1, args.requests, args.concurrency))),
-            ("3-hop traverse LATEST", lambda: asyncio.run(http_load(port, trav3("latest", False),
-                                                                    max(args.requests // 5, 100), args.concurrency))),
-            ("3-hop traverse ANY", lambda: asyncio.run(http_load(port, trav3("any", False),
-                                                                 max(args.requests // 5, 100), args.concurrency))),
-            ("3-hop traverse LATEST + nodes", lambda: asyncio.run(http_load(port, trav3("latest", True),
-                                                                            max(args.requests // 5, 100),
-                                                                            args.concurrency))),
-        ]
+        # (name, fn(n) -> (latencies, wall seconds), requests); a same-run ratio's two sides are one
+        # group, measured in --rounds interleaved rounds (A B, B A, ...) so a load spike hits both
         n3 = max(args.requests // 5, 100)
-        runs.append(("3-hop traverse LATEST, limit 50/hop",
-                     lambda: asyncio.run(http_load(port, trav3("latest", False, 50), n3, args.concurrency))))
+        Run = tuple[str, Callable[[int], tuple[list[float], float]], int]
+
+        def http(make: Callable[[int], tuple[str, str, bytes | None]]) -> Callable[[int], tuple[list[float], float]]:
+            return lambda n: asyncio.run(http_load(port, make, n, args.concurrency))
+
+        groups: list[list[Run]] = [
+            [("raw driver read (1 partition)", lambda n: raw_reads(store, accounts, lim + 1, n, args.concurrency),
+              args.requests),
+             ("1-hop GET /v1/edges", http(one_hop), args.requests)],
+            [("1-hop POST /v1/traverse", http(trav1), args.requests)],
+            [("3-hop traverse LATEST", http(trav3("latest", False)), n3)],
+            [("3-hop traverse ANY", http(trav3("any", False)), n3)],
+            [("3-hop traverse LATEST + nodes", http(trav3("latest", True)), n3)],
+            [("3-hop traverse LATEST, limit 50/hop", http(trav3("latest", False, 50)), n3)],
+        ]
         if args.supernode_edges:
             def latest_in(title: str) -> Callable[[int], tuple[str, str, bytes | None]]:
                 return lambda i: ("GET", f"/v1/edges/started_watching/{title}?direction=in&limit=100", None)
 
-            runs.append(("supernode 1-hop LATEST limit 100 (in-edges: --supernode-edges)",
-                         lambda: asyncio.run(http_load(port, latest_in(SUPER), args.requests, args.concurrency))))
-            runs.append(("100-edge node 1-hop LATEST limit 100",
-                         lambda: asyncio.run(http_load(port, latest_in(SMALL), args.requests, args.concurrency))))
+            groups.append([("supernode 1-hop LATEST limit 100 (in-edges: --supernode-edges)", http(latest_in(SUPER)),
+                            args.requests),
+                           ("100-edge node 1-hop LATEST limit 100", http(latest_in(SMALL)), args.requests)])
         lat_rows = []
         cass = cassandra_process(cfg)
         srv = psutil.Process(server.pid)
-        for name, fn in runs:
-            log(f"measuring {name}")
-            try:
-                cpu0 = (cpu_s(cass), cpu_s(srv))
-                lat, wall = fn()
-                cpu1 = (cpu_s(cass), cpu_s(srv))
-            except Exception as exc:  # record and go on: one failed run must not lose the others
-                log(f"{name} failed: {exc!s:.300}")
-                lat_rows.append({"name": name, "n": 0, "p50_ms": float("nan"), "p99_ms": float("nan"),
-                                 "qps": 0.0, "cassandra_cpu_ms": float("nan"), "server_cpu_ms": float("nan"),
-                                 "error": f"{exc!s:.300}"})
-                continue
-            lat_rows.append({"name": name, "n": len(lat), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
-                             "qps": len(lat) / wall,
-                             "cassandra_cpu_ms": (cpu1[0] - cpu0[0]) * 1000 / len(lat) if cass else float("nan"),
-                             "server_cpu_ms": (cpu1[1] - cpu0[1]) * 1000 / len(lat)})
-            log(f"  p50 {lat_rows[-1]['p50_ms']:.2f} ms, p99 {lat_rows[-1]['p99_ms']:.2f} ms, "
-                f"{lat_rows[-1]['qps']:,.0f} QPS")
+        for group in groups:
+            rounds = args.rounds if len(group) > 1 else 1
+            acc: dict[str, dict[str, Any]] = {name: {"lat": [], "wall": 0.0, "cass": 0.0, "srv": 0.0}
+                                              for name, _fn, _n in group}
+            failed: dict[str, str] = {}
+            for k in range(rounds):
+                for name, fn, n in (group if k % 2 == 0 else list(reversed(group))):
+                    if name in failed:
+                        continue
+                    log(f"measuring {name}" + (f" (round {k + 1}/{rounds})" if rounds > 1 else ""))
+                    try:
+                        cpu0 = (cpu_s(cass), cpu_s(srv))
+                        lat, wall = fn(max(1, n // rounds))
+                        cpu1 = (cpu_s(cass), cpu_s(srv))
+                    except Exception as exc:  # record and go on: one failed run must not lose the others
+                        log(f"{name} failed: {exc!s:.300}")
+                        failed[name] = f"{exc!s:.300}"
+                        continue
+                    a = acc[name]
+                    a["lat"].extend(lat)
+                    a["wall"] += wall
+                    a["cass"] += cpu1[0] - cpu0[0]
+                    a["srv"] += cpu1[1] - cpu0[1]
+            for name, _fn, _n in group:
+                a = acc[name]
+                lat = a["lat"]
+                if name in failed or not lat:
+                    lat_rows.append({"name": name, "n": 0, "p50_ms": float("nan"), "p99_ms": float("nan"),
+                                     "qps": 0.0, "cassandra_cpu_ms": float("nan"), "server_cpu_ms": float("nan"),
+                                     "error": failed.get(name, "no samples")})
+                    continue
+                lat_rows.append({"name": name, "n": len(lat), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+                                 "qps": len(lat) / a["wall"], "rounds": rounds,
+                                 "cassandra_cpu_ms": a["cass"] * 1000 / len(lat) if cass else float("nan"),
+                                 "server_cpu_ms": a["srv"] * 1000 / len(lat)})
+                log(f"  {name}: p50 {lat_rows[-1]['p50_ms']:.2f} ms, p99 {lat_rows[-1]['p99_ms']:.2f} ms, "
+                    f"{lat_rows[-1]['qps']:,.0f} QPS")
         results["latency"] = lat_rows
         # sample fan-out of the 3-hop query, for the record
         import httpx
