@@ -19,13 +19,24 @@ Rebuild of namespace N (blue/green):
    the new tables, in rounds up to the high watermark read at each round's start, until a round is
    small. Replaying records the archive already holds is harmless: writes are idempotent and LWW by
    event time. Side-input topics are replayed first each round, into the lookup.
-6. validate against the live namespace (with a :class:`CatchUp`): per-table checksums (values and
-   write times) of the live version and of the new one over the same key range, taken after one more
-   catch-up round; they must be equal, i.e. the two paths agree at a quiesce point, where what the
-   streaming apps wrote and what the rebuild replayed cover the same source records. Rounds repeat
-   until that holds or ``validate_timeout_s`` passes (then the rebuild fails and nothing switches).
-   Without a :class:`CatchUp` (an archive-only rebuild of a past range) the check is the row count
-   read back through the Spark Cassandra connector against the number of states.
+6. validate against the live namespace (with a :class:`CatchUp`), in rounds: one more catch-up round,
+   then both versions read row by row over the same key range, each row's digest (values and write
+   times) and newest write time per side. Traffic does not stop, and the live path lags the topics
+   (a folded change leaves a processor at the latest when its dedup window closes, then the sink
+   commits), while the replay folds at once; so rows are compared at a cut ``C = round start -
+   live_lag_s``: a row whose newest write on both sides is at or before C is *settled* (both paths
+   have had every source record that touches it, for records ingested at about their event time)
+   and must be equal on both sides; a row written
+   after C on either side is *in flight*: not compared, and carried into the new version by the
+   replay, which keeps running through the switch. The rebuild may switch after a round that
+   compared settled rows, found none differing, and followed a small replay round. A settled row
+   that differs is retried (a record arriving long after its event time can make it differ until
+   both paths have it); one that differs with unchanged contents on both sides in two consecutive
+   rounds is a real disagreement. Rounds repeat until a round allows the switch or
+   ``validate_timeout_s`` passes (then the rebuild fails naming the differing rows' count and a few
+   keys, and nothing switches). Without a :class:`CatchUp` (an archive-only rebuild of a past range)
+   the check is the row count read back through the Spark Cassandra connector against the number of
+   states.
 7. switch the pointer (:mod:`rdg_platform.kv.versions`), then keep catching up for ``settle_s`` (at
    least the readers' pointer refresh interval): a sink still writing the old version during that
    interval loses nothing, because its records reach the new version through the replay.
@@ -229,7 +240,15 @@ class RebuildResult:
     fenced_keys: int = 0  # keys of erased members, not written (the erasure fence)
     rows_read_back: dict[str, int] = field(default_factory=dict)
     checksums: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # With a CatchUp, at the validation round that allowed the switch: per table role (forward/reverse),
+    # (settled rows, digest of those rows) of the live version - equal to the new version's - and
+    # the rows compared/left in flight, and the cut (a write time, µs since the epoch) that split them.
     live_checksums: dict[str, tuple[int, str]] = field(default_factory=dict)
+    settled_rows: dict[str, int] = field(default_factory=dict)
+    in_flight_rows: dict[str, int] = field(default_factory=dict)
+    validation_cut_us: int = 0
+    validation_rounds: int = 0
+    mismatch_rounds: int = 0  # validation rounds that found settled rows differing (not switched then)
     catchup_from: dict[str, dict[int, int]] = field(default_factory=dict)  # topic -> partition -> offset
     catchup_records: int = 0
     catchup_rounds: int = 0
@@ -243,8 +262,13 @@ class RebuildResult:
 class CatchUp:
     """How the rebuild reaches Kafka after the archive, and when it may switch.
 
-    ``key_range`` [lo, hi) limits the validation checksums to record ids in it (None: every key);
-    ``small_round`` ends the catch-up rounds before validation once a round replays fewer records.
+    ``key_range`` [lo, hi) limits the validation to record ids in it (None: every key);
+    ``small_round`` ends the catch-up rounds before validation once a round replays fewer records, and
+    a validation round may switch only after a replay round that small. ``live_lag_s`` is how far
+    behind the source topics the live version may be: a source record reaches the live tables within
+    it (the processors' largest dedup window, ``RDG_STREAMING_DEDUP_MAX_WINDOW_S``, after which a
+    folded change is emitted at the latest, plus the sinks' commit interval and consumer lag).
+    Validation compares only rows that no write newer than ``now - live_lag_s`` touched on either side.
     """
 
     kafka: KafkaSettings
@@ -255,6 +279,7 @@ class CatchUp:
     poll_s: float = 2.0
     settle_s: float = 7.0
     key_range: tuple[str, str] | None = None
+    live_lag_s: float = 300.0
 
 
 class CatchUpError(RuntimeError):
@@ -443,36 +468,117 @@ class KafkaReplay:
 _SCAN = ("SELECT record_id, item_key, props, updated_at, writetime(updated_at), writetime(props), pb, writetime(pb) "
          "FROM {ks}.{t} WHERE token(record_id) > ? AND token(record_id) <= ?")
 
+RowKey = tuple[str, str]           # (record_id, item_key)
+RowDigest = tuple[int, int]        # (128-bit digest of the row's cells and write times, newest write time in µs)
+
+
+def _scan_statement(session: Session, ns: Namespace, tbl: str) -> Any:
+    from rdg_platform.topology import check_identifier
+
+    return session.prepare(_SCAN.format(ks=check_identifier(ns.keyspace, "keyspace"), t=check_identifier(tbl, "table")))
+
+
+def _newest_write(row: Any) -> int:
+    """A scanned row's newest write time (µs): ``updated_at``'s, each map entry's, the blob's."""
+    wts = [row[4], row[7]]
+    if isinstance(row[5], list | tuple):
+        wts.extend(row[5])
+    else:
+        wts.append(row[5])
+    return max((int(w) for w in wts if w is not None), default=0)
+
+
+def _row_digests(session: Session, ps: Any, key_range: tuple[str, str] | None, lo: int,
+                 hi: int) -> Iterator[tuple[RowKey, RowDigest]]:
+    """Per row of one token range (lo, hi] whose record id lies in ``key_range``: its digest and its
+    newest write time. The digest covers the key, every property value with its write time (whichever
+    column holds it) and ``updated_at`` with its write time (:func:`rdg_platform.kv.codec.checksum_line`)."""
+    import hashlib
+
+    from rdg_platform.kv.codec import checksum_line
+
+    bound = ps.bind((lo, hi))
+    bound.fetch_size = 2000
+    for r in session.execute(bound):
+        if key_range is not None and not key_range[0] <= r[0] < key_range[1]:
+            continue
+        line = checksum_line(r[0], r[1], r[3], r[4], r[2], r[5], r[6], r[7])  # props from map or blob
+        yield (r[0], r[1]), (int.from_bytes(hashlib.sha256(line.encode()).digest()[:16], "big"), _newest_write(r))
+
 
 def range_checksums(session: Session, ns: Namespace, key_range: tuple[str, str] | None = None,
                     splits: int = 8) -> dict[str, tuple[int, str]]:
     """(rows, digest) per table of ``ns`` (as named in it) over the record ids in ``key_range``
     [lo, hi) (None: every key), keyed "forward"/"reverse" so two versions compare directly.
 
-    The digest covers each row's key, property values with their per-cell write times, ``updated_at``
-    and its write time, and is order-independent (sum of per-row SHA-256 prefixes mod 2^128).
+    The digest is the sum of the per-row digests of :func:`_row_digests` mod 2^128 (order-independent).
     """
-    import hashlib
-
-    from rdg_platform.kv.codec import checksum_line
     from rdg_platform.kv.store import token_ranges
-    from rdg_platform.topology import check_identifier
 
     out = {}
     for role, tbl in zip(("forward", "reverse"), ns.tables, strict=False):
-        ps = session.prepare(_SCAN.format(ks=check_identifier(ns.keyspace, "keyspace"),
-                                          t=check_identifier(tbl, "table")))
+        ps = _scan_statement(session, ns, tbl)
         total = rows = 0
         for lo, hi in token_ranges(splits):
-            bound = ps.bind((lo, hi))
-            bound.fetch_size = 2000
-            for r in session.execute(bound):
-                if key_range is not None and not key_range[0] <= r[0] < key_range[1]:
-                    continue
-                line = checksum_line(r[0], r[1], r[3], r[4], r[2], r[5], r[6], r[7])  # props from map or blob
-                total = (total + int.from_bytes(hashlib.sha256(line.encode()).digest()[:16], "big")) % (1 << 128)
+            for _key, (digest, _wt) in _row_digests(session, ps, key_range, lo, hi):
+                total = (total + digest) % (1 << 128)
                 rows += 1
         out[role] = (rows, f"{total:032x}")
+    return out
+
+
+@dataclass
+class RowComparison:
+    """Two versions of a namespace compared row by row at a cut (a write time, µs).
+
+    A row is *settled* when its newest write time is at or before the cut on both sides (a side
+    without the row counts as never written): both paths must then hold the same cells. Every other
+    row is *in flight*: at least one side still gets (or has just got) writes after the cut.
+    ``mismatches``: settled rows that differ, as (table role, record id, item key) -> (live digest,
+    new digest), None for a missing row. ``digests``: per table role, (settled rows, sum of their
+    digests mod 2^128) of the live side (equal to the new side's when nothing mismatches).
+    """
+
+    cut_us: int
+    settled: dict[str, int] = field(default_factory=dict)
+    in_flight: dict[str, int] = field(default_factory=dict)
+    mismatches: dict[tuple[str, str, str], tuple[int | None, int | None]] = field(default_factory=dict)
+    digests: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def add(self, role: str, live: Mapping[RowKey, RowDigest], new: Mapping[RowKey, RowDigest]) -> None:
+        """Classify the rows of one table role read from both sides (same key range and token range)."""
+        settled = in_flight = 0
+        total = int(self.digests.get(role, (0, "0"))[1], 16)
+        for key in live.keys() | new.keys():
+            a, b = live.get(key), new.get(key)
+            if max(a[1] if a else 0, b[1] if b else 0) > self.cut_us:
+                in_flight += 1
+                continue
+            settled += 1
+            da, db = (a[0] if a else None), (b[0] if b else None)
+            if da != db:
+                self.mismatches[(role, *key)] = (da, db)
+            elif da is not None:
+                total = (total + da) % (1 << 128)
+        self.settled[role] = self.settled.get(role, 0) + settled
+        self.in_flight[role] = self.in_flight.get(role, 0) + in_flight
+        self.digests[role] = (self.digests.get(role, (0, ""))[0] + settled, f"{total:032x}")
+
+
+def compare_versions(session: Session, live: Namespace, new: Namespace, key_range: tuple[str, str] | None,
+                     cut_us: int, splits: int = 32) -> RowComparison:
+    """Row-by-row comparison of two versions of one namespace over ``key_range`` at ``cut_us``.
+
+    Both versions are read one token range at a time (the same ranges: the tables share partition
+    keys), so the driver holds the rows of one range of one table pair, not the namespace."""
+    from rdg_platform.kv.store import token_ranges
+
+    out = RowComparison(cut_us)
+    for role, t_live, t_new in zip(("forward", "reverse"), live.tables, new.tables, strict=False):
+        ps_live, ps_new = _scan_statement(session, live, t_live), _scan_statement(session, new, t_new)
+        for lo, hi in token_ranges(splits):
+            out.add(role, dict(_row_digests(session, ps_live, key_range, lo, hi)),
+                    dict(_row_digests(session, ps_new, key_range, lo, hi)))
     return out
 
 
@@ -637,26 +743,57 @@ def _catch_up(replay: KafkaReplay, catchup: CatchUp, res: RebuildResult, say: An
 
 def _validate_against_live(replay: KafkaReplay, catchup: CatchUp, session: Session, live: Namespace,
                            target: Namespace, res: RebuildResult, say: Any) -> None:
-    """Equal checksums of the live and the new version over ``catchup.key_range``, each comparison
-    after one more catch-up round; raises when they still differ after ``validate_timeout_s``."""
+    """Rounds of (one catch-up round, then a row-by-row comparison of the live and the new version over
+    ``catchup.key_range`` at the cut ``round start - live_lag_s``) until a round finds settled rows,
+    none of them differing, after a small replay round; raises when none does within
+    ``validate_timeout_s``, naming the differing rows (keys only), those unchanged on both sides
+    since the round before first: a real disagreement of the two paths, not a lagging writer."""
     deadline = time.monotonic() + catchup.validate_timeout_s
+    prev: dict[tuple[str, str, str], tuple[int | None, int | None]] = {}
     while True:
+        # The cut is taken before the round: every source record at or before it was in Kafka when
+        # the round read the high watermarks, and the live writers had live_lag_s to write it.
+        cut_us = int((time.time() - catchup.live_lag_s) * 1_000_000)
         n = replay.round()
         res.catchup_records += n
         res.catchup_rounds += 1
-        want = range_checksums(session, live, catchup.key_range)
-        got = range_checksums(session, target, catchup.key_range)
-        if want == got and n == 0:
-            res.live_checksums = want
-            say(f"{res.namespace}: new version equals live ({live.table}) over "
-                f"{catchup.key_range or 'every key'}: {got}")
+        res.validation_rounds += 1
+        cmp = compare_versions(session, live, target, catchup.key_range, cut_us)
+        settled = sum(cmp.settled.values())
+        persistent = sorted(k for k, v in cmp.mismatches.items() if prev.get(k) == v)
+        prev = cmp.mismatches
+        if cmp.mismatches:
+            res.mismatch_rounds += 1
+        if not cmp.mismatches and settled > 0 and n < catchup.small_round:
+            res.live_checksums, res.settled_rows, res.in_flight_rows = cmp.digests, cmp.settled, cmp.in_flight
+            res.validation_cut_us = cut_us
+            say(f"{res.namespace}: new version equals live ({live.table}) on {cmp.settled} settled rows over "
+                f"{catchup.key_range or 'every key'} (cut {cut_us // 1000} ms, live lag {catchup.live_lag_s:.0f} s); "
+                f"{cmp.in_flight} rows in flight, carried by the replay; {res.validation_rounds} rounds")
             return
+        say(f"{res.namespace}: validation round {res.validation_rounds}: {n} records replayed, {settled} settled "
+            f"rows, {len(cmp.mismatches)} differing ({len(persistent)} unchanged since the last round), "
+            f"{sum(cmp.in_flight.values())} in flight")
         if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"validation failed: {target.table} still differs from the live {live.table} after "
-                f"{catchup.validate_timeout_s:.0f} s (live {want}, new {got}; the live writers never caught up "
-                "with the same records, or the two paths disagree); not switched")
+            if persistent:
+                why = (f"{len(persistent)} settled rows differ with the same contents on both sides in two "
+                       f"consecutive rounds (the two paths disagree), e.g. {_examples(persistent)}")
+            elif cmp.mismatches:
+                why = (f"{len(cmp.mismatches)} settled rows differ and keep changing (the live writers lag more "
+                       f"than live_lag_s={catchup.live_lag_s:.0f} s?), e.g. {_examples(sorted(cmp.mismatches))}")
+            elif settled == 0:
+                why = f"no row is settled: every row was written within live_lag_s={catchup.live_lag_s:.0f} s"
+            else:
+                why = f"the replay never had a round under {catchup.small_round} records"
+            raise RuntimeError(f"validation failed: {target.table} does not agree with the live {live.table} after "
+                               f"{catchup.validate_timeout_s:.0f} s ({res.validation_rounds} rounds): {why}; "
+                               "not switched")
         time.sleep(catchup.poll_s)
+
+
+def _examples(keys: list[tuple[str, str, str]], n: int = 5) -> str:
+    """A few row keys (table role, record id, item key), never their values."""
+    return ", ".join(f"{role}:{rid}/{item}" for role, rid, item in keys[:n])
 
 
 def _spec_with(spec: GraphSpec, ns: Namespace) -> GraphSpec:

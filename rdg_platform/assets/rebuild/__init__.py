@@ -3,8 +3,9 @@
 Run ``rebuild_namespace_job`` from the launchpad with e.g. ``{"ops": {"rebuild_namespace_op":
 {"config": {"namespace": "edge.plays"}}}}``. The job computes the namespace from the whole archive (or
 ``start``..``end``), writes it into ``<table>_v<N>``, catches up from Kafka (the records after the
-last archived hour, until the live writers and the rebuild agree), validates it against the live
-version (checksums over the same keys) and flips ``<keyspace>.namespace_versions`` to it; the old
+last archived hour), validates it against the live version while traffic goes on (row by row:
+every row no write newer than ``now - live_lag_s`` touched on either side must be equal; newer rows
+are in flight and carried by the replay) and flips ``<keyspace>.namespace_versions`` to it; the old
 tables stay for rollback. ``catch_up: false`` (or an ``end``) rebuilds from the archive alone.
 """
 
@@ -48,6 +49,9 @@ class RebuildConfig(Config):  # type: ignore[misc]
                                                      "(ignored with an end: a past range is archive-only)")
     validate_timeout_s: float = Field(default=300.0, description="how long the new version may take to agree "
                                                                  "with the live one before the rebuild fails")
+    live_lag_s: float = Field(default=300.0, gt=0, description="how far the live version may lag the source "
+                              "topics: at least RDG_STREAMING_DEDUP_MAX_WINDOW_S (default 240 s) plus the "
+                              "sinks' commit interval and lag; rows written more recently are not compared")
 
 
 def _ms(iso: str | None) -> int | None:
@@ -72,7 +76,7 @@ def rebuild_namespace_op(context: OpExecutionContext, config: RebuildConfig, spa
     catchup = None
     if config.catch_up and end_ms is None:
         catchup = CatchUp(kafka.kafka_settings(), kafka.registry_settings(),
-                          validate_timeout_s=config.validate_timeout_s,
+                          validate_timeout_s=config.validate_timeout_s, live_lag_s=config.live_lag_s,
                           settle_s=(cassandra.namespace_refresh_s or 0.0) + 2.0)
     res = rebuild_namespace(session, cat_cfg, spec, config.namespace, lookup, start_ms=_ms(config.start),
                             end_ms=end_ms, switch=config.switch, cassandra=cassandra.cassandra_settings(),
@@ -82,12 +86,17 @@ def rebuild_namespace_op(context: OpExecutionContext, config: RebuildConfig, spa
                                "keys": res.keys, "switched": res.switched,
                                "checksums": {t: list(v) for t, v in res.checksums.items()},
                                "live_checksums": {t: list(v) for t, v in res.live_checksums.items()},
-                               "catchup_records": res.catchup_records}
+                               "catchup_records": res.catchup_records,
+                               "settled_rows": res.settled_rows, "in_flight_rows": res.in_flight_rows,
+                               "validation_cut_us": res.validation_cut_us}
     return Output(summary, metadata={
         "version": res.version, "keys": res.keys, "switched": res.switched,
         "catchup_from": MetadataValue.json({t: {str(p): o for p, o in v.items()} for t, v in res.catchup_from.items()}),
         "catchup_records": res.catchup_records, "catchup_rounds": res.catchup_rounds,
-        "settle_records": res.settle_records,
+        "settle_records": res.settle_records, "validation_rounds": res.validation_rounds,
+        "mismatch_rounds": res.mismatch_rounds,
+        "settled_rows": MetadataValue.json(res.settled_rows),
+        "in_flight_rows": MetadataValue.json(res.in_flight_rows),
         "live_checksums": MetadataValue.json(summary["live_checksums"]),
         "rows_read_back": MetadataValue.json(res.rows_read_back),
         "checksums": MetadataValue.json(summary["checksums"]),
