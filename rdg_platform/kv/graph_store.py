@@ -277,8 +277,9 @@ class GraphStore:
         return fwd if direction == "out" else rev
 
     # ------------------------------------------------------------------ writes
-    def write(self, records: Sequence[GraphRecord]) -> None:
-        """Upsert records concurrently; returns when Cassandra acknowledged every write.
+    def write(self, records: Sequence[GraphRecord]) -> Sequence[GraphRecord]:
+        """Upsert records concurrently; returns, once Cassandra acknowledged every write, the records
+        written (all of them, except those the erasure fence dropped).
 
         Raises :class:`rdg_platform.kv.store.KVWriteError` (or UnknownTypeError for a type the spec
         lacks) — the caller retries the whole call, which is safe because writes are idempotent.
@@ -325,6 +326,7 @@ class GraphStore:
                 if ri is not None:
                     append((ri, idx_cql, (dst, ts, r.id, enc, ts * 1000, ttl)))
         self.kv.execute_statements(writes)
+        return records
 
     def latest_index(self, t: Table) -> Table | None:
         """The newest-first index of adjacency table ``t`` (see :mod:`rdg_platform.kv.schema`), None

@@ -100,7 +100,7 @@ class BackfillResult:
 
 
 def replay(catalog: Catalog, spec: GraphSpec, start_ms: int, end_ms: int,
-           write: Callable[[Sequence[GraphRecord]], None], *, chunk_ms: int = HOUR_MS,
+           write: Callable[[Sequence[GraphRecord]], object], *, chunk_ms: int = HOUR_MS,
            batch_size: int = 2000, topics: Sequence[str] | None = None,
            progress: Callable[[str], None] | None = None) -> BackfillResult:
     """Replay [start, end) chunk by chunk (an hour by default) and write the compacted records.

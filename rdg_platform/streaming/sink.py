@@ -42,8 +42,8 @@ class GraphWriter(Protocol):
     def ping(self) -> object:
         """Fail fast when the store cannot be reached."""
 
-    def write(self, records: Sequence[GraphRecord]) -> None:
-        """Write records idempotently (LWW by event time)."""
+    def write(self, records: Sequence[GraphRecord]) -> Sequence[GraphRecord] | None:
+        """Write records idempotently (LWW by event time); return those written (None: all of them)."""
 
 
 class CassandraSink(BatchingSink):
@@ -79,7 +79,7 @@ class CassandraSink(BatchingSink):
         attempt = 0
         while True:
             try:
-                self.store.write(records)
+                written = self.store.write(records)
                 break
             except Exception as exc:
                 self.metrics.cassandra_errors.labels(self.app).inc()
@@ -91,7 +91,7 @@ class CassandraSink(BatchingSink):
                     raise SinkBackpressureError(retry_after=self.backpressure_retry_s) from exc
                 self._sleep(self.retry_backoff_s * (2 ** (attempt - 1)))
         now_ms = self._clock() * 1000
-        for r in records:
+        for r in records if written is None else written:  # not those the erasure fence dropped
             self.metrics.cassandra_writes.labels(self.app, r.kind, r.type).inc()
             self.metrics.freshness.labels(self.app).observe(max(0.0, (now_ms - r.updated_at) / 1000))
 

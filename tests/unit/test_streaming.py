@@ -222,6 +222,23 @@ def test_cassandra_sink_chunks_and_retries() -> None:
     assert sink.metrics.value("rdg_cassandra_errors_total") == 2
 
 
+class FencingStore(FlakyStore):
+    """A writer whose erasure fence drops every record of device d0 (returns what it wrote)."""
+
+    def write(self, records: Sequence[GraphRecord]) -> Sequence[GraphRecord]:  # type: ignore[override]
+        kept = [r for r in records if r.id != "d0"]
+        self.written.extend(kept)
+        return kept
+
+
+def test_cassandra_sink_counts_only_the_records_written() -> None:
+    store = FencingStore(failures=0)
+    sink = CassandraSink(store, AppMetrics("unit"), chunk_size=4, sleep=lambda s: None)
+    sink.write(batch_of(10))
+    assert len(store.written) == 9
+    assert sink.metrics.value("rdg_cassandra_writes_total", type="device") == 9
+
+
 def test_cassandra_sink_backpressure_after_bounded_retries() -> None:
     store = FlakyStore(failures=100)
     sink = CassandraSink(store, AppMetrics("unit"), max_retries=2, backpressure_retry_s=7, sleep=lambda s: None)
