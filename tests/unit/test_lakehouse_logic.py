@@ -334,3 +334,15 @@ def test_remove_orphan_files_after_expiry_keeps_data_and_recent_files(tmp_path: 
     fresh = cat.load_table("archive.member_playback")
     assert fresh.scan().to_arrow().sort_by("kafka_offset").to_pylist() == before.to_pylist()
     assert m.remove_orphan_files(fresh, timedelta(0)).deleted == []
+
+
+def test_rebuild_launchpad_lag_follows_the_streaming_settings() -> None:
+    """The rebuild's live_lag_s default comes from the dedup max window and sink commit settings."""
+    from rdg_platform.assets import rebuild as rebuild_assets
+    from rdg_platform.settings import load_settings
+
+    s = load_settings({"RDG_STREAMING_DEDUP_WINDOW_S": "30", "RDG_STREAMING_DEDUP_MAX_WINDOW_S": "90",
+                       "RDG_STREAMING_SINK_COMMIT_S": "2"})
+    assert rebuild_assets.live_lag_default(s) == 90 + 2 + 60
+    job = rebuild_assets.defs(s).resolve_job_def("rebuild_namespace_job")
+    assert job.run_config == {"ops": {"rebuild_namespace_op": {"config": {"live_lag_s": 152.0}}}}

@@ -15,6 +15,7 @@ from typing import Any
 from dagster import (
     Config,
     Definitions,
+    JobDefinition,
     MetadataValue,
     OpExecutionContext,
     Output,
@@ -51,7 +52,8 @@ class RebuildConfig(Config):  # type: ignore[misc]
                                                                  "with the live one before the rebuild fails")
     live_lag_s: float = Field(default=300.0, gt=0, description="how far the live version may lag the source "
                               "topics: at least RDG_STREAMING_DEDUP_MAX_WINDOW_S (default 240 s) plus the "
-                              "sinks' commit interval and lag; rows written more recently are not compared")
+                              "sinks' commit interval and lag; rows written more recently are not compared. "
+                              "The launchpad pre-fills it from the streaming settings")
 
 
 def _ms(iso: str | None) -> int | None:
@@ -105,13 +107,30 @@ def rebuild_namespace_op(context: OpExecutionContext, config: RebuildConfig, spa
     })
 
 
-@job(name="rebuild_namespace_job", tags={"domain": "rebuild"},
-     description="Spark rebuild of one graph namespace from the archive into a new table version (blue/green).")
-def rebuild_namespace_job() -> None:
-    rebuild_namespace_op()
+def live_lag_default(settings: Settings) -> float:
+    """How far the live namespace may lag its source topics, from the streaming settings: the largest
+    dedup window (a busy key's trailing emission), the sinks' commit interval, and 60 s of margin."""
+    s = settings.streaming
+    return s.dedup_window_cap_s + s.sink_commit_s + 60.0
+
+
+def build_rebuild_job(live_lag_s: float = 300.0) -> JobDefinition:
+    """The rebuild job, its launchpad config pre-filled with ``live_lag_s`` (see :func:`live_lag_default`)."""
+
+    @job(name="rebuild_namespace_job", tags={"domain": "rebuild"},
+         config={"ops": {"rebuild_namespace_op": {"config": {"live_lag_s": live_lag_s}}}},
+         description="Spark rebuild of one graph namespace from the archive into a new table version (blue/green).")
+    def rebuild_namespace_job() -> None:
+        rebuild_namespace_op()
+
+    return rebuild_namespace_job
+
+
+rebuild_namespace_job = build_rebuild_job()
 
 
 def defs(settings: Settings, resources: PlatformResources | None = None) -> Definitions:
     """The rebuild domain: the launchpad job (no assets: a rebuild is an operation, not data)."""
     res = resources if resources is not None else platform_resources(settings)
-    return Definitions(jobs=[rebuild_namespace_job], resources=res.select(SPARK, ICEBERG, CASSANDRA, KAFKA))
+    return Definitions(jobs=[build_rebuild_job(live_lag_default(settings))],
+                       resources=res.select(SPARK, ICEBERG, CASSANDRA, KAFKA))
