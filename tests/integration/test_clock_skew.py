@@ -73,7 +73,8 @@ def test_future_dated_event_is_dead_lettered_and_the_normal_one_is_the_state(
     assert node.updated_at == now
     # the future event wrote nothing at all: not its device, not its edge
     assert store.get_node("device", f"d-{run}-x") is None
-    out = store.edges("logged_in_from", acc, "out", limit=10, order="any").edges
+    # the edges sink may run behind the nodes sink: wait for the normal login's edge
+    out = wait_for(lambda: store.edges("logged_in_from", acc, "out", limit=10, order="any").edges, 30)
     assert [e.dst for e in out] == [f"d-{run}"]
 
     def dead() -> list[Any]:
