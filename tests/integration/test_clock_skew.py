@@ -21,6 +21,7 @@ from rdg_platform.kv.graph_store import GraphStore
 from rdg_platform.settings import Settings
 from rdg_platform.streaming.dlq import read_topics
 from rdg_platform.streaming.supervisor import scrape_metrics
+from tests.support.poll import wait_for
 from tests.support.streaming import LocalPipeline, local_pipeline, produce_events
 
 pytestmark = pytest.mark.integration
@@ -45,16 +46,6 @@ def login(run: str, acc: str, dev: str, t: int, plan: str, country: str) -> tupl
     return ("member.login", acc, {"event_id": f"l-{run}-{t}", "event_time": t, "account_id": acc, "profile_id": None,
                                   "device_id": dev, "device_type": "TV", "country": country, "app_version": "9.1",
                                   "plan": plan})
-
-
-def wait_for(fn: Any, timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.5)
-    return fn()
 
 
 def test_future_dated_event_is_dead_lettered_and_the_normal_one_is_the_state(

@@ -16,7 +16,6 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -28,6 +27,7 @@ from rdg_platform.settings import Settings
 from rdg_platform.streaming.dlq import DeadLetter, read_topics, redriven
 from rdg_platform.streaming.runtime import wait_groups_assigned
 from rdg_platform.streaming.supervisor import AppSupervisor
+from tests.support.poll import wait_for
 from tests.support.streaming import LocalPipeline, local_pipeline, produce_events
 
 pytestmark = pytest.mark.integration
@@ -37,16 +37,6 @@ pytestmark = pytest.mark.integration
 def pipe(services: object, cfg: Settings) -> Iterator[LocalPipeline]:
     with local_pipeline(cfg, window_s=2.0, name="dlq", extra={"RDG_STREAMING_MAX_CLOCK_SKEW_S": "60"}) as p:
         yield p
-
-
-def wait_for(fn: Any, timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.5)
-    return fn()
 
 
 def rdg(settings: Settings, *args: str) -> str:

@@ -33,3 +33,16 @@ def seconds_until(probe: Callable[[], T], want: T, *, timeout_s: float) -> float
     t0 = time.monotonic()
     poll_until(probe, lambda got: got == want, what=f"{want!r}", timeout_s=timeout_s, interval_s=0.05)
     return time.monotonic() - t0
+
+
+def wait_for(probe: Callable[[], T], timeout_s: float = 60.0, interval_s: float = 0.5) -> T:
+    """Call ``probe`` every ``interval_s`` until it returns something truthy, and return that; after
+    ``timeout_s`` return its last answer (falsy), for the caller's own assertion to report."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = probe()
+        if got:
+            return got
+        time.sleep(interval_s)
+    return probe()
+
