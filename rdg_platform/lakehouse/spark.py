@@ -208,14 +208,13 @@ def _write_partition(states: Iterable[tuple[str, KeyState]], spec: GraphSpec, ba
     # The new tables, never the live pointer; ``cassandra`` carries the credentials and CA, ``erasure``
     # the fence's key (the rebuild honours erasures like the live sinks).
     store = GraphStore.from_spec(spec, cassandra, version_refresh_s=None, erasure=erasure)
+    # The fence is applied here, per state (to count the states it empties), not again in write().
+    fence, store.fence = store.fence, None
     n = 0
     buf: list[Any] = []
     try:
         for _key, st in states:
-            recs = st.records()
-            if store.fence is not None:
-                recs = list(store.fence.admit(recs))
-                store.fence.dropped = 0
+            recs = st.records() if fence is None else fence.admit(st.records())
             if not recs:
                 continue
             buf.extend(recs)
